@@ -1,0 +1,56 @@
+"""superconv: super-convergence made practical in PyTorch.
+
+Find a trustworthy learning rate with an LR range test, train with the one-cycle policy
+(warm-up, anneal, and a final annihilation phase far below the initial LR), and reach a good
+model in a fraction of the usual time.
+
+Public names are imported lazily, so ``import superconv`` stays light: matplotlib, torchvision
+and the training loop are only imported when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "OneCycleSchedule": "superconv.schedules",
+    "PRESETS": "superconv.schedules",
+    "OneCycleLR": "superconv.scheduler",
+    "total_steps": "superconv.steps",
+    "UpdateCounter": "superconv.steps",
+    "LRFinder": "superconv.lr_finder",
+    "RangeTestResult": "superconv.lr_finder",
+    "fit": "superconv.fit",
+    "FitResult": "superconv.fit",
+    "Callback": "superconv.callbacks",
+    "EarlyStopping": "superconv.callbacks",
+    "compare": "superconv.compare",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from superconv.callbacks import Callback, EarlyStopping
+    from superconv.compare import compare
+    from superconv.fit import FitResult, fit
+    from superconv.lr_finder import LRFinder, RangeTestResult
+    from superconv.schedules import PRESETS, OneCycleSchedule
+    from superconv.scheduler import OneCycleLR
+    from superconv.steps import UpdateCounter, total_steps
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'superconv' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

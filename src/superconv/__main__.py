@@ -1,0 +1,3 @@
+from superconv.cli import main
+
+main()

@@ -1,0 +1,344 @@
+"""``superconv.OneCycleLR``: a torch ``LRScheduler`` over the pure one-cycle core.
+
+A drop-in for ``torch.optim.lr_scheduler.OneCycleLR`` (same arguments, same value at every step),
+plus what torch's lacks: Smith's three-phase shape with an annihilation tail of any length, named
+presets, holding the final LR past the end instead of raising, counting real optimizer updates
+(gradient accumulation, steps GradScaler skips), and a plain-data ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from superconv.errors import ConfigError
+from superconv.schedules import (
+    AnnealStrategy,
+    OneCycleSchedule,
+    bounds_kwargs,
+    preset_kwargs,
+    resolve_total_steps,
+)
+from superconv.steps import UpdateCounter
+
+# Keys this scheduler owns in state_dict(); everything in it is a plain value.
+_STATE_KEYS = (
+    "max_lrs",
+    "total_steps",
+    "pct_start",
+    "pct_down",
+    "anneal_strategy",
+    "cycle_momentum",
+    "base_momentums",
+    "max_momentums",
+    "div_factor",
+    "final_div_factor",
+    "three_phase",
+    "strict",
+    "count_updates",
+    "last_epoch",
+    "_step_count",
+    "_last_lr",
+    "_updates_seen",
+    "_warned_past_end",
+    "base_lrs",
+)
+
+
+def _per_group(name: str, value: float | Sequence[float], n_groups: int) -> list[float]:
+    if isinstance(value, (list, tuple)):
+        if len(value) != n_groups:
+            raise ConfigError(
+                f"Expected {name} to have one value per param group ({n_groups}), but got {len(value)}: "
+                f"{list(value)!r}"
+            )
+        return [float(v) for v in value]
+    return [float(value)] * n_groups  # type: ignore[arg-type]
+
+
+class OneCycleLR(LRScheduler):
+    """The one-cycle learning-rate policy (Smith & Topin, https://arxiv.org/abs/1708.07120).
+
+    With torch's arguments only, the LR and momentum at every step equal
+    ``torch.optim.lr_scheduler.OneCycleLR``'s. Call :meth:`step` after every optimizer update.
+
+    Args:
+        optimizer: The wrapped optimizer.
+        max_lr: Peak LR, one value or one per param group.
+        total_steps: Optimizer updates in the run. Or give ``epochs`` and ``steps_per_epoch``.
+        epochs: Number of epochs (with ``steps_per_epoch``).
+        steps_per_epoch: Optimizer updates per epoch; with gradient accumulation that is
+            ``ceil(batches / accumulation_steps)`` — :func:`superconv.total_steps` computes it.
+        pct_start: Fraction of the run spent warming up. Default: 0.3.
+        anneal_strategy: ``"cos"`` or ``"linear"``. Default: ``"cos"``.
+        cycle_momentum: Cycle SGD's ``momentum`` / Adam's ``beta1`` inversely to the LR. Default: True.
+        base_momentum: Momentum at the LR peak (one value or one per group). Default: 0.85.
+        max_momentum: Momentum at the start and end (one value or one per group). Default: 0.95.
+        div_factor: ``initial_lr = max_lr / div_factor``. Default: 25.
+        final_div_factor: ``final_lr = initial_lr / final_div_factor``. Default: 1e4.
+        three_phase: Smith's shape: up, back down to ``initial_lr``, then annihilate. Default: False.
+        last_epoch: As in torch; only for resuming without ``load_state_dict``. Default: -1.
+        pct_down: Three-phase only: fraction of the run spent coming back down to ``initial_lr``
+            (default ``pct_start``); the remaining fraction is the annihilation tail.
+        preset: A named shape from :data:`superconv.PRESETS` (``"torch"``, ``"smith"``, ``"fastai"``);
+            explicitly passed arguments override it.
+        strict: Raise (like torch) instead of holding the final LR when stepped past the end.
+        count_updates: Advance only when the optimizer really updated since the previous
+            :meth:`step` — micro-batches of gradient accumulation and steps that ``GradScaler``
+            skipped leave the schedule where it is, so ``step()`` may be called after every batch.
+
+    Example:
+        >>> model = torch.nn.Linear(4, 2)
+        >>> opt = torch.optim.AdamW(model.parameters())
+        >>> sched = OneCycleLR(opt, max_lr=1e-2, epochs=10, steps_per_epoch=len(train_loader))
+        >>> for epoch in range(10):
+        ...     for x, y in train_loader:
+        ...         loss_fn(model(x), y).backward(); opt.step(); opt.zero_grad(); sched.step()
+
+    Smith's own parametrization (``base_lr``, ``max_lr``, ``fraction_up``, ``fraction_down``,
+    ``final_lr``) is one call: :meth:`from_bounds`.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        max_lr: float | Sequence[float],
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float | None = None,
+        anneal_strategy: AnnealStrategy | None = None,
+        cycle_momentum: bool = True,
+        base_momentum: float | Sequence[float] = 0.85,
+        max_momentum: float | Sequence[float] = 0.95,
+        div_factor: float | None = None,
+        final_div_factor: float | None = None,
+        three_phase: bool | None = None,
+        last_epoch: int = -1,
+        *,
+        pct_down: float | None = None,
+        preset: str = "torch",
+        strict: bool = False,
+        count_updates: bool = False,
+    ) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"Expected a torch.optim.Optimizer, but got {type(optimizer).__name__}")
+        shape = preset_kwargs(preset)
+        explicit = {
+            "pct_start": pct_start,
+            "pct_down": pct_down,
+            "anneal_strategy": anneal_strategy,
+            "div_factor": div_factor,
+            "final_div_factor": final_div_factor,
+            "three_phase": three_phase,
+        }
+        shape.update({k: v for k, v in explicit.items() if v is not None})
+
+        n = len(optimizer.param_groups)
+        self.total_steps = resolve_total_steps(total_steps, epochs, steps_per_epoch)
+        self.max_lrs = _per_group("max_lr", max_lr, n)
+        self.base_momentums = _per_group("base_momentum", base_momentum, n)
+        self.max_momentums = _per_group("max_momentum", max_momentum, n)
+        self.pct_start = float(shape["pct_start"])
+        self.pct_down = None if shape.get("pct_down") is None else float(shape["pct_down"])
+        self.anneal_strategy = shape["anneal_strategy"]
+        self.div_factor = float(shape["div_factor"])
+        self.final_div_factor = float(shape["final_div_factor"])
+        self.three_phase = bool(shape["three_phase"])
+        self.cycle_momentum = bool(cycle_momentum)
+        self.strict = bool(strict)
+        self.count_updates = bool(count_updates)
+        self._updates_seen = 0
+        self._warned_past_end = False
+        # Validates every argument (ConfigError names the argument and the value).
+        self.schedules = self._build_schedules()
+
+        self.use_beta1 = False
+        if self.cycle_momentum:
+            self.use_beta1 = "betas" in optimizer.defaults
+            if not self.use_beta1 and "momentum" not in optimizer.defaults:
+                raise ConfigError(
+                    f"{type(optimizer).__name__} has no momentum or beta1 to cycle: "
+                    "pass cycle_momentum=False to OneCycleLR"
+                )
+            if not self.use_beta1 and last_epoch == -1 and any(g["momentum"] == 0 for g in optimizer.param_groups):
+                warnings.warn(
+                    f"{type(optimizer).__name__} was created with momentum=0; OneCycleLR (like torch's) now "
+                    f"cycles it between {min(self.base_momentums)} and {max(self.max_momentums)}. "
+                    "Pass cycle_momentum=False to keep momentum at 0.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        if last_epoch == -1:
+            for group, sched in zip(optimizer.param_groups, self.schedules):
+                # The same keys torch's OneCycleLR writes, so code that reads them keeps working.
+                group["initial_lr"] = sched.initial_lr
+                group["max_lr"] = sched.max_lr
+                group["min_lr"] = sched.final_lr
+                if self.cycle_momentum:
+                    group["max_momentum"] = sched.max_momentum
+                    group["base_momentum"] = sched.base_momentum
+                    self._set_momentum(group, sched.max_momentum)
+        self._n_groups = n
+        self._counter = UpdateCounter(optimizer) if self.count_updates else None
+        super().__init__(optimizer, last_epoch)
+
+    # --- construction helpers ---------------------------------------------------------------------
+    @classmethod
+    def from_bounds(
+        cls,
+        optimizer: Optimizer,
+        *,
+        base_lr: float,
+        max_lr: float,
+        total_steps: int,
+        fraction_up: float = 0.4,
+        fraction_down: float = 0.4,
+        final_lr: float | None = None,
+        anneal_strategy: AnnealStrategy = "linear",
+        **kwargs: Any,
+    ) -> OneCycleLR:
+        """Smith's parametrization in one call: ``base_lr -> max_lr -> base_lr -> final_lr``.
+
+        ``final_lr`` defaults to ``base_lr / 100``; the annihilation tail is the rest of the run
+        (``1 - fraction_up - fraction_down``).
+
+        Example:
+            >>> sched = OneCycleLR.from_bounds(opt, base_lr=0.01, max_lr=0.1, total_steps=100,
+            ...                                fraction_up=0.4, fraction_down=0.4)
+        """
+        shape = bounds_kwargs(
+            base_lr=base_lr,
+            max_lr=max_lr,
+            fraction_up=fraction_up,
+            fraction_down=fraction_down,
+            final_lr=final_lr,
+            anneal_strategy=anneal_strategy,
+        )
+        return cls(optimizer, max_lr=max_lr, total_steps=total_steps, **shape, **kwargs)
+
+    def _build_schedules(self) -> list[OneCycleSchedule]:
+        return [
+            OneCycleSchedule(
+                max_lr=max_lr,
+                total_steps=self.total_steps,
+                pct_start=self.pct_start,
+                pct_down=self.pct_down,
+                anneal_strategy=self.anneal_strategy,
+                div_factor=self.div_factor,
+                final_div_factor=self.final_div_factor,
+                three_phase=self.three_phase,
+                base_momentum=base_m,
+                max_momentum=max_m,
+                cycle_momentum=self.cycle_momentum,
+            )
+            for max_lr, base_m, max_m in zip(self.max_lrs, self.base_momentums, self.max_momentums)
+        ]
+
+    def _set_momentum(self, group: dict[str, Any], value: float) -> None:
+        if self.use_beta1:
+            group["betas"] = (value, *group["betas"][1:])  # beta2 is never touched
+        else:
+            group["momentum"] = value
+
+    # --- the torch scheduler protocol -------------------------------------------------------------
+    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+        """Advance one step (call it after ``optimizer.step()``).
+
+        With ``count_updates=True`` it advances only if the optimizer really updated since the
+        previous call.
+        """
+        if self._counter is not None and self.last_epoch >= 0:
+            if self._counter.count == self._updates_seen:
+                return
+            self._updates_seen = self._counter.count
+        super().step(epoch)
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        groups = self.optimizer.param_groups
+        if len(groups) != self._n_groups:
+            raise ConfigError(
+                f"The optimizer has {len(groups)} param groups but OneCycleLR was created for {self._n_groups}: "
+                "a group added later has no schedule. Add every param group before creating the scheduler "
+                "(or create a new OneCycleLR with one max_lr per group)."
+            )
+        step = self.last_epoch
+        if step > self.total_steps:
+            if self.strict:
+                raise ValueError(
+                    f"Tried to step {step} times but total_steps is {self.total_steps} "
+                    "(strict=True; pass strict=False to hold the final LR instead)"
+                )
+            if not self._warned_past_end:
+                self._warned_past_end = True
+                warnings.warn(
+                    f"OneCycleLR stepped past its end ({self.total_steps} steps): holding the final LR "
+                    f"{self.schedules[0].final_lr:.3g}. Give total_steps the number of optimizer updates "
+                    "(superconv.total_steps computes it) to avoid this.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        # Every group shares the run's length and fractions: locate the phase once.
+        phase, pct = self.schedules[0].locate(step)
+        if self.cycle_momentum:
+            for group, sched in zip(groups, self.schedules):
+                self._set_momentum(group, sched.momentum_at(phase, pct))
+        return [sched.lr_at(phase, pct) for sched in self.schedules]
+
+    # --- state --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data only: numbers, strings, lists — loads with ``torch.load(weights_only=True)``."""
+        return {key: getattr(self, key) for key in _STATE_KEYS}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue a run: a fresh scheduler that loads this state goes on bit-identically.
+
+        The scheduler must be built for the same run length. To resume with a different length,
+        build the new scheduler with ``total_steps`` and call :meth:`load_state_dict` on a
+        state whose position you adapt yourself, or start a new cycle.
+        """
+        missing = [k for k in ("total_steps", "last_epoch", "max_lrs") if k not in state_dict]
+        if missing:
+            raise ConfigError(
+                f"Not a superconv.OneCycleLR state_dict: missing {missing}. Load the dict returned by "
+                "OneCycleLR.state_dict()"
+            )
+        if state_dict["total_steps"] != self.total_steps:
+            raise ConfigError(
+                f"Cannot resume: the saved schedule has total_steps={state_dict['total_steps']} but this "
+                f"scheduler has total_steps={self.total_steps}. Build the scheduler with "
+                f"total_steps={state_dict['total_steps']} (same epochs, batch size and accumulation) to "
+                "continue the saved run, or start a new one-cycle run for the new length."
+            )
+        if len(state_dict["max_lrs"]) != self._n_groups:
+            raise ConfigError(
+                f"Cannot resume: the saved schedule has {len(state_dict['max_lrs'])} param groups but the "
+                f"optimizer has {self._n_groups}"
+            )
+        for key in _STATE_KEYS:
+            if key in state_dict:
+                value = state_dict[key]
+                setattr(self, key, list(value) if isinstance(value, (list, tuple)) else value)
+        self.schedules = self._build_schedules()
+        if self._counter is not None:
+            # The update counter restarts with this object; keep "no update since the last step".
+            self._counter.count = self._updates_seen
+        elif self.count_updates:
+            self._counter = UpdateCounter(self.optimizer, start=self._updates_seen)
+
+    # --- convenience --------------------------------------------------------------------------------
+    @property
+    def schedule(self) -> OneCycleSchedule:
+        """The first param group's pure schedule (to plot or inspect)."""
+        return self.schedules[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"OneCycleLR(max_lr={self.max_lrs if len(self.max_lrs) > 1 else self.max_lrs[0]}, "
+            f"total_steps={self.total_steps}, step={self.last_epoch}, three_phase={self.three_phase}, "
+            f"anneal_strategy={self.anneal_strategy!r})"
+        )
