@@ -1,0 +1,69 @@
+"""Choosing the device and the numeric precision at run time."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from superconv.errors import ConfigError
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/"auto": cuda, then mps, then cpu. A named device must be available."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"Unknown device {device!r}: expected auto, cpu, cuda, cuda:N or mps") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"Device {device!r} was asked for but CUDA is not available here: use --device cpu or auto")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"Device {device!r} was asked for but MPS is not available here: use --device cpu or auto")
+    return dev
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matmul (AVX-512 BF16 or AMX), where bf16 autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (``None`` means fp32, no autocast)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"Unknown precision {precision!r}: expected one of {PRECISIONS}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type == "cpu":
+            raise ConfigError("precision 'fp16' needs a GPU: use bf16 or fp32 on the CPU")
+        return torch.float16
+    # auto
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return None
+
+
+def use_channels_last(setting: bool | str, device: torch.device) -> bool:
+    """channels_last helps convolutions on CUDA and on CPUs with bf16 kernels."""
+    if setting == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16())
+    return bool(setting)
