@@ -282,6 +282,8 @@ def fit(
         A :class:`FitResult`.
     """
     _check_fit_args(epochs, accumulation_steps, patience, monitor, schedule, log_every, train_loader)
+    if max_lr is not None and not (isinstance(max_lr, (int, float)) and math.isfinite(max_lr) and max_lr > 0):
+        raise ConfigError(f"Expected max_lr to be a positive, finite learning rate, but got {max_lr!r}")
     dev = resolve_device(device)
     autocast_dtype = resolve_precision(precision, dev)
     cl = use_channels_last(channels_last, dev)
@@ -333,8 +335,6 @@ def fit(
             warnings.warn(f"LR range test: {range_result.warning}", UserWarning, stacklevel=2)
         if verbose:
             print(f"LR range test: suggested max_lr={max_lr:.3g} ({range_seconds:.1f} s)")
-    elif not (isinstance(max_lr, (int, float)) and math.isfinite(max_lr) and max_lr > 0):
-        raise ConfigError(f"Expected max_lr to be a positive, finite learning rate, but got {max_lr!r}")
 
     n_batches = len(train_loader)  # type: ignore[arg-type]
     steps_per_epoch = math.ceil(n_batches / accumulation_steps)
@@ -484,15 +484,9 @@ def fit(
                     "probably too high: pass a smaller --max-lr); the best checkpoint is kept"
                 )
                 break
-            if stop.requested:
-                result.interrupted = True
-                if out is not None:
-                    done = state.batch if state.batch < n_batches else 0
-                    next_epoch = epoch if done else epoch + 1
-                    save_checkpoint(out / "last.pt", checkpoint_payload(next_epoch, done, elapsed()))
-                    result.message = f"interrupted: checkpoint saved; continue with --resume {out}"
-                else:
-                    result.message = "interrupted (no out_dir, so no checkpoint was written)"
+            if stop.requested and state.batch < n_batches:
+                # Mid-epoch: save the exact position; the epoch's remaining batches run on resume.
+                _interrupted(result, out, lambda: checkpoint_payload(epoch, state.batch, elapsed()))
                 break
 
             metrics = {"epoch": epoch + 1, "step": state.step, "lr": float(opt.param_groups[0]["lr"]),
@@ -526,6 +520,9 @@ def fit(
                 cb.on_epoch_end(state, metrics)
             if out is not None:
                 save_checkpoint(out / "last.pt", checkpoint_payload(epoch + 1, 0, elapsed()))
+            if stop.requested:  # the signal came with the epoch's last batch: the epoch is complete and saved
+                _interrupted(result, out, None)
+                break
             if stopper is not None and val_loader is not None and stopper.update(metrics[monitor]):
                 result.stopped_early = True
                 result.message = f"early stopping: no improvement in {monitor} for {patience} epochs"
@@ -549,6 +546,16 @@ def fit(
     if verbose and result.message:
         print(result.message)
     return result
+
+
+def _interrupted(result: FitResult, out: Path | None, payload: Any) -> None:
+    result.interrupted = True
+    if out is None:
+        result.message = "interrupted (no out_dir, so no checkpoint was written)"
+        return
+    if payload is not None:
+        save_checkpoint(out / "last.pt", payload())
+    result.message = f"interrupted: checkpoint saved; continue with --resume {out}"
 
 
 def _check_fit_args(epochs: Any, accumulation_steps: Any, patience: Any, monitor: str, schedule: str,
