@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import device_label, machine_info  # noqa: E402
-
-from superconv import OneCycleLR  # noqa: E402
+from _machine import device_label, machine_info
+from superconv import OneCycleLR
 
 
 def make(kind: str, groups: int, steps: int, three_phase: bool):
@@ -57,17 +56,27 @@ def main() -> None:
                 for kind in ("torch", "superconv"):
                     times[kind].append(time_steps(kind, groups, args.steps, three_phase))
             t, s = statistics.median(times["torch"]), statistics.median(times["superconv"])
-            rows.append({"groups": groups, "three_phase": three_phase, "torch_us": t, "superconv_us": s,
-                         "ratio": s / t})
+            rows.append(
+                {
+                    "groups": groups,
+                    "three_phase": three_phase,
+                    "torch_us": t,
+                    "superconv_us": s,
+                    "ratio": s / t,
+                }
+            )
     info = machine_info()
     print(f"OneCycleLR.step() cost, median of {args.rounds} rounds x {args.steps} steps on {device_label(info)}")
     print(f"{'groups':>6} {'phases':>6} {'torch us':>9} {'superconv us':>13} {'ratio':>6}")
     for r in rows:
-        print(f"{r['groups']:>6} {3 if r['three_phase'] else 2:>6} {r['torch_us']:>9.2f} {r['superconv_us']:>13.2f} "
-              f"{r['ratio']:>6.2f}")
+        print(
+            f"{r['groups']:>6} {3 if r['three_phase'] else 2:>6} {r['torch_us']:>9.2f} {r['superconv_us']:>13.2f} "
+            f"{r['ratio']:>6.2f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": info, "steps": args.steps, "rounds": args.rounds, "rows": rows},
-                                   indent=1))
+    args.out.write_text(
+        json.dumps({"machine": info, "steps": args.steps, "rounds": args.rounds, "rows": rows}, indent=1)
+    )
     print(f"wrote {args.out}")
 
 

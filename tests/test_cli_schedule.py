@@ -17,8 +17,23 @@ def test_schedule_prints_key_steps_and_writes_plot_and_json(tmp_path: Path) -> N
     png, js = tmp_path / "s.png", tmp_path / "s.json"
     result = CliRunner().invoke(
         cli,
-        ["schedule", "--max-lr", "0.1", "--epochs", "4", "--batches", "50", "--accumulation", "2",
-         "--preset", "smith", "--plot", str(png), "--json", str(js)],
+        [
+            "schedule",
+            "--max-lr",
+            "0.1",
+            "--epochs",
+            "4",
+            "--batches",
+            "50",
+            "--accumulation",
+            "2",
+            "--preset",
+            "smith",
+            "--plot",
+            str(png),
+            "--json",
+            str(js),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "back to initial" in result.output and "1000x below the initial LR" in result.output
@@ -35,7 +50,10 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["schedule", "--max-lr", "0", "--total-steps", "9"], "Expected max_lr to be a positive, finite learning rate, but got 0.0"),
+        (
+            ["schedule", "--max-lr", "0", "--total-steps", "9"],
+            "Expected max_lr to be a positive, finite learning rate, but got 0.0",
+        ),
         (["schedule", "--max-lr", "0.1"], "Missing the run's length: pass --total-steps"),
         (["schedule", "--max-lr", "0.1", "--total-steps", "100", "--pct-start", "2"], "pct_start"),
         (["schedule", "--max-lr", "abc"], "'abc' is not a valid float"),

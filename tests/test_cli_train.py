@@ -38,8 +38,23 @@ def test_train_writes_the_run_directory(tmp_path: Path) -> None:
 
 def test_train_with_given_lr_sgd_and_smith_shape(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    res = CliRunner().invoke(cli, ["train", *TINY, "--epochs", "2", "--max-lr", "0.05", "--optimizer", "sgd",
-                                   "--preset", "smith", "--out", str(out)])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            *TINY,
+            "--epochs",
+            "2",
+            "--max-lr",
+            "0.05",
+            "--optimizer",
+            "sgd",
+            "--preset",
+            "smith",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["max_lr"] == 0.05 and "lr_suggestion" not in metrics
@@ -69,10 +84,33 @@ def _write_images(root: Path, classes: int = 2, per_class: int = 6, size: int = 
 def test_train_on_an_imagefolder(tmp_path: Path) -> None:
     _write_images(tmp_path / "images")
     out = tmp_path / "run"
-    res = CliRunner().invoke(cli, ["train", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "images"),
-                                   "--image-size", "16", "--batch-size", "4", "--width", "4", "--epochs", "2",
-                                   "--max-lr", "1e-2", "--val-fraction", "0.2", "--workers", "0",
-                                   "--no-progress", "--out", str(out)])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            str(tmp_path / "images"),
+            "--image-size",
+            "16",
+            "--batch-size",
+            "4",
+            "--width",
+            "4",
+            "--epochs",
+            "2",
+            "--max-lr",
+            "1e-2",
+            "--val-fraction",
+            "0.2",
+            "--workers",
+            "0",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["test_accuracy"] is not None
@@ -90,8 +128,12 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         (["train", "--dataset", "imagefolder", "--data-dir", "/nonexistent/folder"], "/nonexistent/folder"),
         (["train", "--dataset", "digits", "--batch-size", "100000"], "--batch-size"),
         (["train", "--dataset", "digits", "--model", "resnet9000"], "resnet9000"),
-        (["train", "--dataset", "digits", "--device", "cuda:7"] if not torch.cuda.is_available() else
-         ["train", "--dataset", "digits", "--device", "tpu"], "--device"),
+        (
+            ["train", "--dataset", "digits", "--device", "cuda:7"]
+            if not torch.cuda.is_available()
+            else ["train", "--dataset", "digits", "--device", "tpu"],
+            "--device",
+        ),
         (["train", "--resume", "/nonexistent/run"], "Cannot resume"),
     ],
 )
@@ -106,8 +148,20 @@ def test_bad_input_is_one_clear_line_and_status_2(args: list[str], message: str,
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "superconv", "train", *TINY, "--epochs", "40", "--max-lr", "5e-3",
-            "--no-early-stopping", "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "superconv",
+        "train",
+        *TINY,
+        "--epochs",
+        "40",
+        "--max-lr",
+        "5e-3",
+        "--no-early-stopping",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:

@@ -26,8 +26,19 @@ def _make_model(seed: int) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def report():
     d = load_data("digits", batch_size=64, seed=0, subset=800)
-    return compare(_make_model, d.train, d.val, d.test, epochs=1, budget_factor=2, schedules=["constant", "step"],
-                   grid_factors=(0.3, 1.0), seeds=[0, 1], eval_every=3, fit_kwargs=FIT)
+    return compare(
+        _make_model,
+        d.train,
+        d.val,
+        d.test,
+        epochs=1,
+        budget_factor=2,
+        schedules=["constant", "step"],
+        grid_factors=(0.3, 1.0),
+        seeds=[0, 1],
+        eval_every=3,
+        fit_kwargs=FIT,
+    )
 
 
 def test_runs_roles_and_budgets(report) -> None:
@@ -43,13 +54,19 @@ def test_runs_roles_and_budgets(report) -> None:
         assert all(r.total_steps == 2 * one[0].total_steps for r in grid)
         # later seeds reuse the tuned LR
         assert {r.lr for r in report.runs if r.schedule == schedule and r.seed == 1 and r.role == "tuned"} == {
-            tuned[0].lr}
+            tuned[0].lr
+        }
 
 
 def test_rows_are_consistent_with_the_runs(report) -> None:
     rows = {(r["schedule"], r["role"]): r for r in report.rows}
-    assert set(rows) == {("one-cycle", "one-cycle"), ("constant", "tuned"), ("constant", "default"),
-                         ("step", "tuned"), ("step", "default")}
+    assert set(rows) == {
+        ("one-cycle", "one-cycle"),
+        ("constant", "tuned"),
+        ("constant", "default"),
+        ("step", "tuned"),
+        ("step", "default"),
+    }
     for (schedule, role), row in rows.items():
         runs = [r for r in report.runs if r.schedule == schedule and r.role == role]
         assert row["final_accuracy"] == pytest.approx(sum(r.final_accuracy for r in runs) / len(runs))
@@ -78,8 +95,17 @@ def test_outputs(report, tmp_path: Path) -> None:
 
 def test_untuned_comparison_says_so_loudly() -> None:
     d = load_data("digits", batch_size=64, seed=0, subset=400)
-    rep = compare(_make_model, d.train, d.val, d.test, epochs=1, budget_factor=1, schedules=["constant"],
-                  tune=False, fit_kwargs=FIT)
+    rep = compare(
+        _make_model,
+        d.train,
+        d.val,
+        d.test,
+        epochs=1,
+        budget_factor=1,
+        schedules=["constant"],
+        tune=False,
+        fit_kwargs=FIT,
+    )
     assert "WARNING: baselines were NOT tuned" in rep.markdown()
     assert rep.warnings
 
@@ -101,9 +127,30 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
 
 
 def test_compare_command(tmp_path: Path) -> None:
-    res = CliRunner().invoke(cli, ["compare", "--dataset", "digits", "--subset", "400", "--batch-size", "64",
-                                   "--width", "8", "--epochs", "1", "--budget-factor", "2", "--schedules", "cosine",
-                                   "--precision", "fp32", "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "compare",
+            "--dataset",
+            "digits",
+            "--subset",
+            "400",
+            "--batch-size",
+            "64",
+            "--width",
+            "8",
+            "--epochs",
+            "1",
+            "--budget-factor",
+            "2",
+            "--schedules",
+            "cosine",
+            "--precision",
+            "fp32",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "compare.json").read_text())
     assert [r["schedule"] for r in data["rows"]] == ["one-cycle", "cosine", "cosine"]

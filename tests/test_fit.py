@@ -28,8 +28,17 @@ def _model(seed: int = 0) -> torch.nn.Module:
 
 def test_fit_learns_and_reports(tmp_path: Path) -> None:
     d = _data()
-    r = fit(_model(), d.train, d.val, epochs=3, max_lr=5e-3, test_loader=d.test, out_dir=tmp_path, verbose=False,
-            precision="fp32")
+    r = fit(
+        _model(),
+        d.train,
+        d.val,
+        epochs=3,
+        max_lr=5e-3,
+        test_loader=d.test,
+        out_dir=tmp_path,
+        verbose=False,
+        precision="fp32",
+    )
     assert r.test_accuracy is not None and r.test_accuracy > 0.8
     assert r.epochs == 3 and len(r.history) == 3
     assert r.steps == 3 * len(d.train) == len(r.lrs)
@@ -43,8 +52,15 @@ def test_fit_learns_and_reports(tmp_path: Path) -> None:
 
 def test_fit_runs_the_range_test_when_no_max_lr() -> None:
     d = _data()
-    r = fit(_model(), d.train, d.val, epochs=2, verbose=False, precision="fp32",
-            range_test_kwargs={"num_iter": 30})
+    r = fit(
+        _model(),
+        d.train,
+        d.val,
+        epochs=2,
+        verbose=False,
+        precision="fp32",
+        range_test_kwargs={"num_iter": 30},
+    )
     assert r.range_test is not None and r.max_lr == r.range_test.suggestion
     assert r.range_test_seconds > 0
 
@@ -85,7 +101,14 @@ def test_resume_after_an_interrupt_gives_the_same_final_weights(tmp_path: Path, 
 
 def test_early_stopping_counts_epochs_without_improvement() -> None:
     stopper = EarlyStopping(patience=2)
-    assert [stopper.update(v) for v in (0.5, 0.6, 0.55, 0.7, 0.7, 0.69)] == [False, False, False, False, False, True]
+    assert [stopper.update(v) for v in (0.5, 0.6, 0.55, 0.7, 0.7, 0.69)] == [
+        False,
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
     assert stopper.best == 0.7
     loss = EarlyStopping(patience=1, mode="min")
     assert [loss.update(v) for v in (1.0, 0.9, 0.95)] == [False, False, True]
@@ -111,8 +134,19 @@ class _NaNAfter(torch.nn.Module):
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_best_checkpoint(tmp_path: Path) -> None:
     d = _data()
-    r = fit(_model(), d.train, d.val, epochs=4, max_lr=5e-3, criterion=_NaNAfter(25), out_dir=tmp_path,
-            test_loader=d.test, verbose=False, precision="fp32", log_every=5)
+    r = fit(
+        _model(),
+        d.train,
+        d.val,
+        epochs=4,
+        max_lr=5e-3,
+        criterion=_NaNAfter(25),
+        out_dir=tmp_path,
+        test_loader=d.test,
+        verbose=False,
+        precision="fp32",
+        log_every=5,
+    )
     assert r.diverged and "NaN" in r.message and "--max-lr" in r.message
     assert r.epochs == 1 and (tmp_path / "best.pt").exists()
     best = torch.load(tmp_path / "best.pt", weights_only=True)["model"]

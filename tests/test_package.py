@@ -26,3 +26,7 @@ def test_import_is_light() -> None:
 
 def test_py_typed_ships() -> None:
     assert (Path(superconv.__file__).parent / "py.typed").exists()
+
+
+def test_all_matches_the_lazy_exports() -> None:
+    assert sorted(superconv.__all__) == sorted(["__version__", *superconv._EXPORTS])

@@ -95,9 +95,7 @@ def test_epochs_and_steps_per_epoch_like_torch() -> None:
 
 def test_seed_parametrization_is_one_call() -> None:
     opt = _optimizer("sgd", _model())
-    sched = OneCycleLR.from_bounds(
-        opt, base_lr=0.01, max_lr=0.1, fraction_up=0.4, fraction_down=0.4, total_steps=100
-    )
+    sched = OneCycleLR.from_bounds(opt, base_lr=0.01, max_lr=0.1, fraction_up=0.4, fraction_down=0.4, total_steps=100)
     lrs = [g[0][0] for g in _trace(opt, sched, 100)]
     assert lrs[0] == pytest.approx(0.01)
     assert max(lrs) == pytest.approx(0.1)
@@ -219,8 +217,14 @@ def test_resume_with_a_different_length_is_refused_with_what_to_do() -> None:
         ({"max_lr": float("nan")}, r"max_lr .* but got nan"),
         ({"max_lr": -0.1}, r"max_lr .* but got -0\.1"),
         ({"total_steps": 1}, r"total_steps to be an integer >= 2"),
-        ({"total_steps": None}, r"Missing the run's length: pass total_steps, or both epochs and steps_per_epoch"),
-        ({"total_steps": None, "epochs": 0, "steps_per_epoch": 3}, r"epochs to be a positive integer, but got 0"),
+        (
+            {"total_steps": None},
+            r"Missing the run's length: pass total_steps, or both epochs and steps_per_epoch",
+        ),
+        (
+            {"total_steps": None, "epochs": 0, "steps_per_epoch": 3},
+            r"epochs to be a positive integer, but got 0",
+        ),
         ({"pct_start": 1.5}, r"pct_start to be a fraction of the run between 0 and 1, but got 1\.5"),
         ({"anneal_strategy": "step"}, r"anneal_strategy to be one of"),
         ({"three_phase": True, "pct_start": 0.6, "pct_down": 0.6}, r"pct_start \+ pct_down <= 1"),

@@ -79,9 +79,7 @@ def test_momentum_moves_inversely_to_the_lr(cfg: dict) -> None:
 
 
 def test_smith_shape_goes_orders_of_magnitude_below_the_initial_lr() -> None:
-    s = OneCycleSchedule.from_bounds(
-        base_lr=0.01, max_lr=0.1, fraction_up=0.4, fraction_down=0.4, total_steps=100
-    )
+    s = OneCycleSchedule.from_bounds(base_lr=0.01, max_lr=0.1, fraction_up=0.4, fraction_down=0.4, total_steps=100)
     lrs = s.lrs()
     assert lrs[0] == pytest.approx(0.01)
     assert max(lrs) == pytest.approx(0.1)

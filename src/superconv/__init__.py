@@ -31,15 +31,29 @@ _EXPORTS: dict[str, str] = {
     "compare": "superconv.compare",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "PRESETS",
+    "Callback",
+    "EarlyStopping",
+    "FitResult",
+    "LRFinder",
+    "OneCycleLR",
+    "OneCycleSchedule",
+    "RangeTestResult",
+    "UpdateCounter",
+    "__version__",
+    "compare",
+    "fit",
+    "total_steps",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from superconv.callbacks import Callback, EarlyStopping
     from superconv.compare import compare
     from superconv.fit import FitResult, fit
     from superconv.lr_finder import LRFinder, RangeTestResult
-    from superconv.schedules import PRESETS, OneCycleSchedule
     from superconv.scheduler import OneCycleLR
+    from superconv.schedules import PRESETS, OneCycleSchedule
     from superconv.steps import UpdateCounter, total_steps
 
 

@@ -21,9 +21,7 @@ STEP_MILESTONES = (0.5, 0.75)
 STEP_GAMMA = 0.1
 
 
-def build_scheduler(
-    name: str, optimizer: Optimizer, lr: float, total_steps: int, **one_cycle: Any
-) -> LRScheduler:
+def build_scheduler(name: str, optimizer: Optimizer, lr: float, total_steps: int, **one_cycle: Any) -> LRScheduler:
     """A scheduler for ``name`` peaking at (one-cycle) or starting from (baselines) ``lr``.
 
     ``one_cycle`` keyword arguments go to :class:`OneCycleLR` for the one-cycle variants.

@@ -76,8 +76,13 @@ class EarlyStopping:
         return self.epochs_without_improvement >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
-        return {"patience": self.patience, "mode": self.mode, "min_delta": self.min_delta, "best": self.best,
-                "epochs_without_improvement": self.epochs_without_improvement}
+        return {
+            "patience": self.patience,
+            "mode": self.mode,
+            "min_delta": self.min_delta,
+            "best": self.best,
+            "epochs_without_improvement": self.epochs_without_improvement,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = state["best"]

@@ -75,7 +75,12 @@ class _EvalEvery(Callback):
     """Evaluates test accuracy every ``every`` updates; its own time is excluded from the run's clock."""
 
     def __init__(self, loader: Any, every: int, steps_per_epoch: int, eval_kwargs: dict[str, Any]) -> None:
-        self.loader, self.every, self.steps_per_epoch, self.eval_kwargs = loader, every, steps_per_epoch, eval_kwargs
+        self.loader, self.every, self.steps_per_epoch, self.eval_kwargs = (
+            loader,
+            every,
+            steps_per_epoch,
+            eval_kwargs,
+        )
         self.curve = Curve()
         self._t0 = 0.0
         self._eval_seconds = 0.0
@@ -131,14 +136,20 @@ class CompareReport:
     def markdown(self) -> str:
         lines = []
         if not self.tuned:
-            lines.append("**WARNING: baselines were NOT tuned (--no-tune): speed-ups below are against the usual "
-                         "default LR only and prove nothing about a well-tuned baseline.**\n")
-        lines.append(f"Budget: one-cycle {self.one_cycle_epochs} epochs, baselines {self.baseline_epochs} epochs; "
-                     f"optimizer {self.optimizer}; seeds {self.seeds} (mean, [min, max] where several).\n")
-        lines.append("| schedule | LR | LR chosen by | final acc | best acc | updates | "
-                     "target: baseline's best | one-cycle updates to it | baseline updates to it | "
-                     "one-cycle needs x fewer updates | x fewer seconds | "
-                     "baseline updates to one-cycle's final acc | x |")
+            lines.append(
+                "**WARNING: baselines were NOT tuned (--no-tune): speed-ups below are against the usual "
+                "default LR only and prove nothing about a well-tuned baseline.**\n"
+            )
+        lines.append(
+            f"Budget: one-cycle {self.one_cycle_epochs} epochs, baselines {self.baseline_epochs} epochs; "
+            f"optimizer {self.optimizer}; seeds {self.seeds} (mean, [min, max] where several).\n"
+        )
+        lines.append(
+            "| schedule | LR | LR chosen by | final acc | best acc | updates | "
+            "target: baseline's best | one-cycle updates to it | baseline updates to it | "
+            "one-cycle needs x fewer updates | x fewer seconds | "
+            "baseline updates to one-cycle's final acc | x |"
+        )
         lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in self.rows:
             lines.append(
@@ -148,9 +159,11 @@ class CompareReport:
                 f"{_speedup(r['speedup_updates'])} | {_speedup(r['speedup_seconds'])} | "
                 f"{_num(r['steps_to_one_cycle_final'])} | {_speedup(r['speedup_to_one_cycle_final'])} |"
             )
-        lines.append("\n`not reached`: that run never got to the target within its budget. Speed-ups compare "
-                     "optimizer updates (and training seconds, evaluation excluded) to the first test evaluation at "
-                     "or above the target.")
+        lines.append(
+            "\n`not reached`: that run never got to the target within its budget. Speed-ups compare "
+            "optimizer updates (and training seconds, evaluation excluded) to the first test evaluation at "
+            "or above the target."
+        )
         for w in self.warnings:
             lines.append(f"\n> {w}")
         return "\n".join(lines)
@@ -160,11 +173,9 @@ class CompareReport:
         from superconv.plots import pyplot, save
 
         plt = pyplot()
-        fig, (ax_acc, ax_lr) = plt.subplots(2, 1, figsize=(8, 7), sharex=True,
-                                            gridspec_kw={"height_ratios": [2, 1]})
+        fig, (ax_acc, ax_lr) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
         seed = self.seeds[0]
-        for i, run in enumerate(r for r in self.runs if r.seed == seed and r.role in ("one-cycle", "tuned",
-                                                                                       "default")):
+        for i, run in enumerate(r for r in self.runs if r.seed == seed and r.role in ("one-cycle", "tuned", "default")):
             label = f"{run.schedule} ({run.role}, lr {run.lr:.2g})"
             style = "-" if run.role in ("one-cycle", "tuned") else ":"
             ax_acc.plot(run.curve.steps, run.curve.accuracy, style, color=f"C{i}", label=label, marker=".")
@@ -270,19 +281,37 @@ def compare(
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(0)
         ev = _EvalEvery(test_loader, every, math.ceil(steps_per_epoch), eval_kwargs)
-        result: FitResult = fit(model, train_loader, val_loader, epochs=n_epochs, max_lr=lr, schedule=schedule,
-                                callbacks=[ev], **base_kwargs)
+        result: FitResult = fit(
+            model,
+            train_loader,
+            val_loader,
+            epochs=n_epochs,
+            max_lr=lr,
+            schedule=schedule,
+            callbacks=[ev],
+            **base_kwargs,
+        )
         if result.diverged:
             # A diverged run never reaches anything: keep it in the table as such.
             ev.curve.accuracy = [0.0 if not math.isfinite(a) else a for a in ev.curve.accuracy]
-        r = Run(schedule=schedule, lr=result.max_lr, seed=seed, role=role,
-                val_accuracy=result.history[-1].get("val_accuracy", math.nan) if result.history else 0.0,
-                final_accuracy=ev.curve.accuracy[-1] if ev.curve.accuracy else 0.0,
-                best_accuracy=max(ev.curve.accuracy, default=0.0), total_steps=result.steps,
-                train_seconds=result.train_seconds, range_test_seconds=result.range_test_seconds,
-                curve=ev.curve, lrs=list(result.lrs))
-        say(f"{schedule:<18} {role:<9} seed {seed} lr {r.lr:.3g}: final {r.final_accuracy:.2%}, "
-            f"best {r.best_accuracy:.2%} ({r.train_seconds:.0f} s)")
+        r = Run(
+            schedule=schedule,
+            lr=result.max_lr,
+            seed=seed,
+            role=role,
+            val_accuracy=result.history[-1].get("val_accuracy", math.nan) if result.history else 0.0,
+            final_accuracy=ev.curve.accuracy[-1] if ev.curve.accuracy else 0.0,
+            best_accuracy=max(ev.curve.accuracy, default=0.0),
+            total_steps=result.steps,
+            train_seconds=result.train_seconds,
+            range_test_seconds=result.range_test_seconds,
+            curve=ev.curve,
+            lrs=list(result.lrs),
+        )
+        say(
+            f"{schedule:<18} {role:<9} seed {seed} lr {r.lr:.3g}: final {r.final_accuracy:.2%}, "
+            f"best {r.best_accuracy:.2%} ({r.train_seconds:.0f} s)"
+        )
         return r
 
     runs: list[Run] = []
@@ -315,8 +344,14 @@ def compare(
                     runs.append(run(schedule, default_lr, seed, "default", baseline_epochs))
                 else:
                     runs.append(_as_role(runs[-1], "default"))
-    report = CompareReport(runs=runs, one_cycle_epochs=epochs, baseline_epochs=baseline_epochs,
-                           optimizer=optimizer, seeds=list(seeds), tuned=tune)
+    report = CompareReport(
+        runs=runs,
+        one_cycle_epochs=epochs,
+        baseline_epochs=baseline_epochs,
+        optimizer=optimizer,
+        seeds=list(seeds),
+        tuned=tune,
+    )
     report.rows = _rows(runs, list(seeds), [*extra_one_cycle, *baselines])
     if not tune:
         report.warnings.append("Baselines were not tuned: speed-ups are against the usual default LR only.")
@@ -339,21 +374,26 @@ def _rows(runs: list[Run], seeds: list[int], others: list[str]) -> list[dict[str
     one_cycle = {r.seed: r for r in runs if r.schedule == "one-cycle"}
 
     def summarize(schedule: str, role: str) -> dict[str, Any] | None:
-        per_seed = [next((r for r in runs if r.schedule == schedule and r.role == role and r.seed == s), None)
-                    for s in seeds]
+        per_seed = [
+            next((r for r in runs if r.schedule == schedule and r.role == role and r.seed == s), None) for s in seeds
+        ]
         present = [r for r in per_seed if r is not None]
         if not present:
             return None
-        targets, oc_steps, steps, up, sec = [], [], [], [], []
-        match_steps, match_up = [], []
+        targets: list[float] = []
+        oc_steps: list[float | None] = []
+        steps: list[float | None] = []
+        up: list[float | None] = []
+        sec: list[float | None] = []
+        match_steps: list[float | None] = []
+        match_up: list[float | None] = []
         for r in present:
             oc = one_cycle[r.seed]
             # How long the baseline needs to match what one-cycle ends with.
             i_m = r.curve.first_reaching(oc.final_accuracy)
             match_steps.append(r.curve.steps[i_m] if i_m is not None else None)
             i_om = oc.curve.first_reaching(oc.final_accuracy)
-            match_up.append(r.curve.steps[i_m] / oc.curve.steps[i_om] if i_m is not None and i_om is not None
-                            else None)
+            match_up.append(r.curve.steps[i_m] / oc.curve.steps[i_om] if i_m is not None and i_om is not None else None)
             target = r.best_accuracy
             i_b, i_o = r.curve.first_reaching(target), oc.curve.first_reaching(target)
             targets.append(target)
@@ -366,23 +406,43 @@ def _rows(runs: list[Run], seeds: list[int], others: list[str]) -> list[dict[str
                 up.append(None)
                 sec.append(None)
         return {
-            "schedule": schedule, "role": role, "lr": statistics.fmean(r.lr for r in present),
+            "schedule": schedule,
+            "role": role,
+            "lr": statistics.fmean(r.lr for r in present),
             "final_accuracy": statistics.fmean(r.final_accuracy for r in present),
-            "final_accuracy_range": [min(r.final_accuracy for r in present), max(r.final_accuracy for r in present)],
+            "final_accuracy_range": [
+                min(r.final_accuracy for r in present),
+                max(r.final_accuracy for r in present),
+            ],
             "best_accuracy": statistics.fmean(r.best_accuracy for r in present),
-            "total_steps": present[0].total_steps, "target": statistics.fmean(targets),
-            "steps_to_target": _mean(steps), "one_cycle_steps_to_target": _mean(oc_steps),
-            "speedup_updates": _mean(up), "speedup_seconds": _mean(sec),
+            "total_steps": present[0].total_steps,
+            "target": statistics.fmean(targets),
+            "steps_to_target": _mean(steps),
+            "one_cycle_steps_to_target": _mean(oc_steps),
+            "speedup_updates": _mean(up),
+            "speedup_seconds": _mean(sec),
             "one_cycle_final": statistics.fmean(one_cycle[r.seed].final_accuracy for r in present),
-            "steps_to_one_cycle_final": _mean(match_steps), "speedup_to_one_cycle_final": _mean(match_up),
-            "speedup_updates_range": [min(u for u in up if u is not None), max(u for u in up if u is not None)]
-            if any(u is not None for u in up) else None,
+            "steps_to_one_cycle_final": _mean(match_steps),
+            "speedup_to_one_cycle_final": _mean(match_up),
+            "speedup_updates_range": [
+                min(u for u in up if u is not None),
+                max(u for u in up if u is not None),
+            ]
+            if any(u is not None for u in up)
+            else None,
         }
 
     first = summarize("one-cycle", "one-cycle")
     if first is not None:
-        first.update(target=None, steps_to_target=None, one_cycle_steps_to_target=None, speedup_updates=None,
-                     speedup_seconds=None, steps_to_one_cycle_final=None, speedup_to_one_cycle_final=None)
+        first.update(
+            target=None,
+            steps_to_target=None,
+            one_cycle_steps_to_target=None,
+            speedup_updates=None,
+            speedup_seconds=None,
+            steps_to_one_cycle_final=None,
+            speedup_to_one_cycle_final=None,
+        )
         rows.append(first)
     for schedule in others:
         for role in ("one-cycle", "tuned", "default"):

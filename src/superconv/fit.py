@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
+import itertools
 import math
 import signal
 import sys
@@ -108,8 +110,10 @@ class _GracefulStop:
             raise KeyboardInterrupt
         self.requested = True
         name = signal.Signals(signum).name
-        print(f"\nsuperconv: {name} received: saving a checkpoint at the next step (Ctrl-C again to abort)",
-              file=sys.stderr)
+        print(
+            f"\nsuperconv: {name} received: saving a checkpoint at the next step (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
 
     def __enter__(self) -> _GracefulStop:
         if threading.current_thread() is threading.main_thread():
@@ -134,7 +138,8 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 def _split_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     # Weight decay on weights only: decaying BatchNorm scales and biases only hurts.
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
@@ -303,8 +308,9 @@ def fit(
     opt = (
         optimizer
         if isinstance(optimizer, torch.optim.Optimizer)
-        else make_optimizer(model, optimizer, lr=max_lr or 1e-3, weight_decay=weight_decay, momentum=momentum,
-                            device=dev)
+        else make_optimizer(
+            model, optimizer, lr=max_lr or 1e-3, weight_decay=weight_decay, momentum=momentum, device=dev
+        )
     )
     scaler = torch.amp.GradScaler(dev.type) if autocast_dtype is torch.float16 else None
 
@@ -322,8 +328,11 @@ def fit(
 
         t0 = time.perf_counter()
         finder = LRFinder(forward_model, opt, criterion, device=dev)
-        rt_kwargs = {"autocast_dtype": autocast_dtype, "progress": _progress_enabled(progress),
-                     **(range_test_kwargs or {})}
+        rt_kwargs = {
+            "autocast_dtype": autocast_dtype,
+            "progress": _progress_enabled(progress),
+            **(range_test_kwargs or {}),
+        }
         range_result = finder.range_test(train_loader, **rt_kwargs)
         range_seconds = time.perf_counter() - t0
         suggested = range_result.one_cycle_kwargs()
@@ -337,7 +346,6 @@ def fit(
             print(f"LR range test: suggested max_lr={max_lr:.3g} ({range_seconds:.1f} s)")
 
     n_batches = len(train_loader)  # type: ignore[arg-type]
-    steps_per_epoch = math.ceil(n_batches / accumulation_steps)
     total = count_total_steps(epochs, n_batches, accumulation_steps)
     if schedule not in ONE_CYCLE_SCHEDULES:
         one_cycle_kwargs = {}
@@ -352,9 +360,18 @@ def fit(
 
     stopper = EarlyStopping(patience, mode="max" if monitor == "val_accuracy" else "min") if patience else None
     state = FitState(model=model, optimizer=opt, scheduler=sched, device=dev)
-    result = FitResult(history=state.history, max_lr=max_lr, epochs=0, steps=0, device=str(dev),
-                       precision=precision_name, train_seconds=0.0, range_test_seconds=range_seconds,
-                       schedule=schedule, range_test=range_result)
+    result = FitResult(
+        history=state.history,
+        max_lr=max_lr,
+        epochs=0,
+        steps=0,
+        device=str(dev),
+        precision=precision_name,
+        train_seconds=0.0,
+        range_test_seconds=range_seconds,
+        schedule=schedule,
+        range_test=range_result,
+    )
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch, start_batch, elapsed_before = 0, 0, 0.0
 
@@ -371,7 +388,10 @@ def fit(
         start_epoch, start_batch = int(ckpt["epoch"]), int(ckpt["batch"])
         result.lrs, result.momentums = list(ckpt["lrs"]), list(ckpt["momentums"])
         result.best_epoch, result.best_val_accuracy, result.best_val_loss = (
-            ckpt["best"]["epoch"], ckpt["best"]["val_accuracy"], ckpt["best"]["val_loss"])
+            ckpt["best"]["epoch"],
+            ckpt["best"]["val_accuracy"],
+            ckpt["best"]["val_loss"],
+        )
         result.range_test_seconds = float(ckpt.get("range_test_seconds", 0.0))
         elapsed_before = float(ckpt.get("train_seconds", 0.0))
         if out is not None and (out / "best.pt").exists():
@@ -396,8 +416,11 @@ def fit(
             "history": list(state.history),
             "lrs": list(result.lrs),
             "momentums": list(result.momentums),
-            "best": {"epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
-                     "val_loss": result.best_val_loss},
+            "best": {
+                "epoch": result.best_epoch,
+                "val_accuracy": result.best_val_accuracy,
+                "val_loss": result.best_val_loss,
+            },
             "rng": _rng_state(),
             "config": config or {},
             "train_seconds": seconds,
@@ -411,8 +434,14 @@ def fit(
         cb.on_fit_start(state)
     log_header = False
     t_start = time.perf_counter()
-    epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", disable=not show, leave=False,
-                     initial=start_epoch, total=epochs)
+    epoch_bar = tqdm(
+        range(start_epoch, epochs),
+        desc="epochs",
+        disable=not show,
+        leave=False,
+        initial=start_epoch,
+        total=epochs,
+    )
     nonfinite = torch.zeros((), dtype=torch.bool, device=dev)
 
     def elapsed() -> float:
@@ -421,21 +450,16 @@ def fit(
     with _GracefulStop() as stop:
         for epoch in epoch_bar:
             state.epoch = epoch
-            if hasattr(train_loader, "set_epoch"):
-                train_loader.set_epoch(epoch)
+            skip = start_batch if epoch == start_epoch else 0
+            batches = _epoch_batches(train_loader, epoch, skip)
             for cb in callbacks:
                 cb.on_epoch_start(state)
             forward_model.train()
             loss_sum = torch.zeros((), device=dev)
             correct = torch.zeros((), device=dev, dtype=torch.long)
             seen = 0
-            skip = start_batch if epoch == start_epoch else 0
-            batch_bar = tqdm(total=n_batches, initial=skip, desc=f"epoch {epoch + 1}", disable=not show,
-                             leave=False)
-            batches: Iterator[Any] = iter(train_loader)
-            for batch_idx, (inputs, labels) in enumerate(batches):
-                if batch_idx < skip:
-                    continue  # resuming mid-epoch: the loader replays the same order; skip what was done
+            batch_bar = tqdm(total=n_batches, initial=skip, desc=f"epoch {epoch + 1}", disable=not show, leave=False)
+            for batch_idx, (inputs, labels) in batches:
                 inputs = inputs.to(dev, non_blocking=True)
                 labels = labels.to(dev, non_blocking=True)
                 if cl and inputs.ndim == 4:
@@ -455,8 +479,7 @@ def fit(
                 if updated:
                     group = opt.param_groups[0]
                     result.lrs.append(float(group["lr"]))
-                    result.momentums.append(
-                        float(group["betas"][0]) if "betas" in group else group.get("momentum"))
+                    result.momentums.append(float(group["betas"][0]) if "betas" in group else group.get("momentum"))
                     if scaler is not None:
                         scaler.step(opt)
                         scaler.update()
@@ -486,14 +509,20 @@ def fit(
                 break
             if stop.requested and state.batch < n_batches:
                 # Mid-epoch: save the exact position; the epoch's remaining batches run on resume.
-                _interrupted(result, out, lambda: checkpoint_payload(epoch, state.batch, elapsed()))
+                _interrupted(result, out, checkpoint_payload(epoch, state.batch, elapsed()) if out else None)
                 break
 
-            metrics = {"epoch": epoch + 1, "step": state.step, "lr": float(opt.param_groups[0]["lr"]),
-                       "train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1)}
+            metrics = {
+                "epoch": epoch + 1,
+                "step": state.step,
+                "lr": float(opt.param_groups[0]["lr"]),
+                "train_loss": loss_sum.item() / max(seen, 1),
+                "train_accuracy": correct.item() / max(seen, 1),
+            }
             if val_loader is not None:
-                val_loss, val_acc = evaluate(forward_model, val_loader, dev, autocast_dtype=autocast_dtype,
-                                             channels_last=cl, tta=tta)
+                val_loss, val_acc = evaluate(
+                    forward_model, val_loader, dev, autocast_dtype=autocast_dtype, channels_last=cl, tta=tta
+                )
                 metrics.update(val_loss=val_loss, val_accuracy=val_acc)
             metrics["seconds"] = elapsed()
             state.history.append(metrics)
@@ -501,16 +530,28 @@ def fit(
 
             improved = val_loader is not None and (
                 result.best_epoch is None
-                or (metrics["val_accuracy"] > (result.best_val_accuracy or 0.0) if monitor == "val_accuracy"
-                    else metrics["val_loss"] < (result.best_val_loss or math.inf)))
+                or (
+                    metrics["val_accuracy"] > (result.best_val_accuracy or 0.0)
+                    if monitor == "val_accuracy"
+                    else metrics["val_loss"] < (result.best_val_loss or math.inf)
+                )
+            )
             if improved:
                 result.best_epoch = epoch + 1
                 result.best_val_accuracy, result.best_val_loss = metrics["val_accuracy"], metrics["val_loss"]
                 best_state = _state_on_cpu(model)
                 if out is not None:
-                    save_checkpoint(out / "best.pt", {"format": CHECKPOINT_FORMAT, "model": best_state,
-                                                      "epoch": epoch + 1, "metrics": metrics, "config": config or {},
-                                                      "max_lr": max_lr})
+                    save_checkpoint(
+                        out / "best.pt",
+                        {
+                            "format": CHECKPOINT_FORMAT,
+                            "model": best_state,
+                            "epoch": epoch + 1,
+                            "metrics": metrics,
+                            "config": config or {},
+                            "max_lr": max_lr,
+                        },
+                    )
             if verbose:
                 if not log_header:
                     print(_table_header(val_loader is not None))
@@ -537,8 +578,9 @@ def fit(
     if best_state is not None and not result.interrupted:
         model.load_state_dict(best_state)  # test on the best weights
     if test_loader is not None and not result.interrupted and not (result.diverged and best_state is None):
-        result.test_loss, result.test_accuracy = evaluate(forward_model, test_loader, dev,
-                                                          autocast_dtype=autocast_dtype, channels_last=cl, tta=tta)
+        result.test_loss, result.test_accuracy = evaluate(
+            forward_model, test_loader, dev, autocast_dtype=autocast_dtype, channels_last=cl, tta=tta
+        )
     if out is not None and best_state is not None:
         result.checkpoint = str(out / "best.pt")
     for cb in callbacks:
@@ -548,19 +590,45 @@ def fit(
     return result
 
 
+def _epoch_batches(loader: Iterable[Any], epoch: int, skip: int) -> Iterator[tuple[int, Any]]:
+    """``(batch index, batch)`` for one epoch, starting at batch ``skip`` (a resumed run).
+
+    The loader's order must be a function of the epoch (``set_epoch``) for a resume to be exact;
+    superconv's loaders can also start at a batch without producing the skipped ones.
+    """
+    set_epoch = getattr(loader, "set_epoch", None)
+    if set_epoch is not None and skip and "start_batch" in inspect.signature(set_epoch).parameters:
+        set_epoch(epoch, start_batch=skip)
+        return enumerate(loader, start=skip)
+    if set_epoch is not None:
+        set_epoch(epoch)
+    return itertools.islice(enumerate(loader), skip, None)
+
+
 def _interrupted(result: FitResult, out: Path | None, payload: Any) -> None:
     result.interrupted = True
     if out is None:
         result.message = "interrupted (no out_dir, so no checkpoint was written)"
         return
     if payload is not None:
-        save_checkpoint(out / "last.pt", payload())
+        save_checkpoint(out / "last.pt", payload)
     result.message = f"interrupted: checkpoint saved; continue with --resume {out}"
 
 
-def _check_fit_args(epochs: Any, accumulation_steps: Any, patience: Any, monitor: str, schedule: str,
-                    log_every: Any, train_loader: Any) -> None:
-    for name, value in (("epochs", epochs), ("accumulation_steps", accumulation_steps), ("log_every", log_every)):
+def _check_fit_args(
+    epochs: Any,
+    accumulation_steps: Any,
+    patience: Any,
+    monitor: str,
+    schedule: str,
+    log_every: Any,
+    train_loader: Any,
+) -> None:
+    for name, value in (
+        ("epochs", epochs),
+        ("accumulation_steps", accumulation_steps),
+        ("log_every", log_every),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"Expected {name} to be a positive integer, but got {value!r}")
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
@@ -577,12 +645,16 @@ def _check_fit_args(epochs: Any, accumulation_steps: Any, patience: Any, monitor
 
 def _load_resume_checkpoint(path: Path, config: dict[str, Any] | None) -> dict[str, Any]:
     if not path.exists():
-        raise CheckpointError(f"Cannot resume: {path} does not exist. Resume from a run directory written by "
-                              "`superconv train --out DIR` (it holds last.pt)")
+        raise CheckpointError(
+            f"Cannot resume: {path} does not exist. Resume from a run directory written by "
+            "`superconv train --out DIR` (it holds last.pt)"
+        )
     ckpt = load_checkpoint(path)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"Cannot resume from {path}: it is not a superconv training checkpoint "
-                              f"(format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+        raise CheckpointError(
+            f"Cannot resume from {path}: it is not a superconv training checkpoint "
+            f"(format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
+        )
     return ckpt
 
 
@@ -603,4 +675,3 @@ def _table_row(m: dict[str, float], improved: bool) -> str:
 def copy_model(model: nn.Module) -> nn.Module:
     """A deep copy (for running several schedules from the same initial weights)."""
     return copy.deepcopy(model)
-

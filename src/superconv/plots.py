@@ -48,8 +48,13 @@ def plot_lr_momentum(
     for name, step in markers:
         if 0 <= step < len(lrs):
             ax.axvline(step, color="0.6", lw=0.8, ls="--")
-            ax.annotate(f"{name}\n{lrs[step]:.3g}", (step, lrs[step]), fontsize=8, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                f"{name}\n{lrs[step]:.3g}",
+                (step, lrs[step]),
+                fontsize=8,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     if has_m and momentums is not None:
         axm = axes[1][0]
         axm.plot(range(len(momentums)), [m if m is not None else float("nan") for m in momentums], color="C1")

@@ -53,8 +53,12 @@ def plot_curves(path: Path, history: list[dict[str, float]]) -> Path:
     plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [h["epoch"] for h in history]
-    for key, ax, label in (("train_loss", ax_loss, "train"), ("val_loss", ax_loss, "validation"),
-                           ("train_accuracy", ax_acc, "train"), ("val_accuracy", ax_acc, "validation")):
+    for key, ax, label in (
+        ("train_loss", ax_loss, "train"),
+        ("val_loss", ax_loss, "validation"),
+        ("train_accuracy", ax_acc, "train"),
+        ("val_accuracy", ax_acc, "validation"),
+    ):
         if history and key in history[0]:
             ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
@@ -79,8 +83,12 @@ def write_run(out: Path, result: FitResult, config: dict[str, Any]) -> dict[str,
         files["epochs"] = write_epochs_csv(out / "epochs.csv", result.history)
         files["curves"] = plot_curves(out / "curves.png", result.history)
     if result.lrs:
-        files["schedule"] = plot_lr_momentum(result.lrs, result.momentums, out / "schedule.png",
-                                             title=f"Schedule applied ({result.schedule}, {len(result.lrs)} updates)")
+        files["schedule"] = plot_lr_momentum(
+            result.lrs,
+            result.momentums,
+            out / "schedule.png",
+            title=f"Schedule applied ({result.schedule}, {len(result.lrs)} updates)",
+        )
     if result.range_test is not None:
         files["lr_finder"] = result.range_test.plot(out / "lr_finder.png")
         files["lr_finder_json"] = result.range_test.to_json(out / "lr_finder.json")

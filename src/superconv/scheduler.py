@@ -53,8 +53,7 @@ def _per_group(name: str, value: float | Sequence[float], n_groups: int) -> list
     if isinstance(value, (list, tuple)):
         if len(value) != n_groups:
             raise ConfigError(
-                f"Expected {name} to have one value per param group ({n_groups}), but got {len(value)}: "
-                f"{list(value)!r}"
+                f"Expected {name} to have one value per param group ({n_groups}), but got {len(value)}: {list(value)!r}"
             )
         return [float(v) for v in value]
     return [float(value)] * n_groups  # type: ignore[arg-type]

@@ -308,10 +308,19 @@ class OneCycleSchedule:
 
         ``final_lr`` defaults to ``base_lr / 100``; the annihilation phase takes the rest of the run.
         """
-        return cls(max_lr=max_lr, total_steps=total_steps, **bounds_kwargs(
-            base_lr=base_lr, max_lr=max_lr, fraction_up=fraction_up, fraction_down=fraction_down,
-            final_lr=final_lr, anneal_strategy=anneal_strategy,
-        ), **kwargs)
+        return cls(
+            max_lr=max_lr,
+            total_steps=total_steps,
+            **bounds_kwargs(
+                base_lr=base_lr,
+                max_lr=max_lr,
+                fraction_up=fraction_up,
+                fraction_down=fraction_down,
+                final_lr=final_lr,
+                anneal_strategy=anneal_strategy,
+            ),
+            **kwargs,
+        )
 
 
 def preset_kwargs(preset: str) -> dict[str, Any]:
