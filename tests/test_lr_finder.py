@@ -410,7 +410,7 @@ def test_result_exports_plot_and_one_cycle_kwargs(tmp_path: Path) -> None:
     model, optimizer = setup("sgd")
     result = LRFinder(model, optimizer, CE).range_test(make_data(), num_iter=30)
     assert isinstance(result, RangeTestResult)
-    assert set(result.estimates) == {"steepest", "valley", "min_div_10", "min_div_3", "descent"}
+    assert set(result.estimates) == {"minimum", "steepest", "valley", "min_div_10", "min_div_3", "descent"}
     kwargs = result.one_cycle_kwargs()
     assert set(kwargs) == {"max_lr", "div_factor"} and kwargs["max_lr"] == result.suggestion
     sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, **kwargs, total_steps=10)
@@ -489,7 +489,7 @@ def test_default_start_lr_is_the_lower_of_the_optimizer_lr_and_1e_7() -> None:
         ({"grad_scaler": object()}, r"grad_scaler=object is not a GradScaler; pass torch\.amp\.GradScaler"),
         (
             {"estimator": "magic"},
-            r"estimator='magic' is not one of steepest, valley, min_div_10, min_div_3, descent",
+            r"estimator='magic' is not one of minimum, steepest, valley, min_div_10, min_div_3, descent",
         ),
         ({"progress": "yes"}, r"progress='yes' must be True, False or None"),
         ({"val_loader": 3}, r"val_loader=int is not iterable; pass a DataLoader"),

@@ -133,7 +133,7 @@ def test_bad_smooth_f(smooth_f: object) -> None:
 
 
 def test_bad_estimator_and_shapes() -> None:
-    with pytest.raises(ConfigError, match=r"estimator='best' is not one of steepest, valley.*pass one of"):
+    with pytest.raises(ConfigError, match=r"estimator='best' is not one of minimum, steepest, valley.*pass one of"):
         analyze(*range_curve(), estimator="best")
     with pytest.raises(ConfigError, match=r"lrs and losses must be 1-D and of the same length.*\(3,\) and \(2,\)"):
         analyze([1e-3, 1e-2, 1e-1], [1.0, 2.0])

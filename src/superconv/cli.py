@@ -443,7 +443,17 @@ def find_lr_command(**opts: Any) -> None:
         autocast_dtype=resolve_precision(opts["precision"], device),
         progress=opts["progress"],
     )
-    click.echo(result.summary())
+    click.echo(
+        f"LR range test: {len(result.lrs)} of {result.num_iter} updates recorded, "
+        f"{result.lrs[0]:.2e} -> {result.lrs[-1]:.2e}" + (f", stopped: {result.stop_reason}" if result.diverged else "")
+    )
+    click.echo(f"{'estimator':<12} {'max_lr':>10}")
+    for name, value in result.estimates.items():
+        mark = "  <- suggestion (default)" if name == result.estimator else ""
+        click.echo(f"{name:<12} {value:>10.3e}{mark}")
+    click.echo(f"quality: {result.quality}" + (f" ({result.warning})" if result.warning else ""))
+    kwargs = result.one_cycle_kwargs()
+    click.echo(f"OneCycleLR: max_lr={kwargs['max_lr']:.3g}, div_factor={kwargs['div_factor']:.3g}")
     click.echo(f"plot: {out / 'lr_finder.png'}  json: {out / 'lr_finder.json'}  csv: {out / 'lr_finder.csv'}")
 
 

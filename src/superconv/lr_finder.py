@@ -279,14 +279,17 @@ class RangeTestResult:
             ax.plot(lrs, raw, color="0.75", lw=0.8, label=f"{label} (raw)")
             ax.plot(lrs, smooth, color="C0", lw=0.9, alpha=0.6, label=f"{label} (EMA)")
             if lag_free.size == lrs.size:
-                ax.plot(lrs, lag_free, color="C0", lw=2.0, label=f"{label} (lag-free EMA, read)")
+                ax.plot(lrs, lag_free, color="C0", lw=2.0, label=f"{label} (EMA fwd+bwd, lag-free: read)")
             shown = lag_free if lag_free.size == lrs.size else smooth
             # Keep the end-of-sweep explosion from squashing the interesting part of the curve.
             finite = shown[np.isfinite(shown)]
             if finite.size:
                 lo, first = float(finite.min()), float(finite[0])
                 top = max(first, lo) + 0.35 * abs(max(first, lo) - lo) + 1e-12
-                bottom = lo - 0.1 * abs(top - lo)
+                # the raw losses dip below the smoothed curve; show most of them
+                raw_low = float(np.percentile(raw[np.isfinite(raw)], 2)) if np.isfinite(raw).any() else lo
+                lo = min(lo, raw_low)
+                bottom = lo - 0.05 * abs(top - lo)
                 ax.set_ylim(bottom, top)
         if show_estimates:
             for i, (name, value) in enumerate(self.estimates.items()):

@@ -8,16 +8,21 @@ How a curve becomes a suggestion:
 
 1. Non-finite points are dropped; the suggestion never sees NaN or inf.
 2. The raw losses are clipped at a little above their starting level, so the explosion at the end
-   of a sweep cannot drag the smoothed curve (the losses there are "bad" and how bad does not matter).
+   of a sweep cannot drag the smoothed curve (the losses there are "bad" and how bad does not matter),
+   and a running median (:data:`MEDIAN_WINDOW` points) removes isolated spikes (Adam at high LRs).
 3. The curve is smoothed with the bias-corrected exponential moving average (EMA) that the range test
-   shows, and each smoothed point is placed at the LR where its weights are centred (:func:`ema_lag`).
-   The EMA lags the raw losses by up to ``(1 - f) / f`` iterations: with ``smooth_f=0.05`` that is 19
-   iterations, 1.5 decades of LR in a 100-step sweep from 1e-7 to 10, so every estimator read off the
-   unaligned curve (as other finders do) is shifted up by that much.
+   shows, run forward and then backward. A forward-only EMA lags the raw losses by up to ``(1 - f) / f``
+   iterations: with ``smooth_f=0.05`` that is 19 iterations, 1.5 decades of LR in a 100-step sweep
+   from 1e-7 to 10, so every estimator read off it (as other finders do) is shifted by that much. The
+   backward pass cancels the lag and keeps the minimum in place; the price is a wider kernel, which
+   starts the visible descent earlier than the raw losses do.
 4. Slopes are taken against ``log10(lr)``: the sweep is geometric, and a slope against the raw LR
    is dominated by the largest LRs (the reason Lightning's tuner suggests LRs far too small).
 5. Each estimator returns an LR; :data:`DEFAULT_ESTIMATOR` is the one chosen by measurement in
-   ``benchmarks/lr_suggestion.py`` (the final accuracy of short one-cycle runs).
+   ``benchmarks/lr_suggestion.py`` (the final accuracy of short one-cycle runs): "minimum", the LR at the
+   minimum of this lag-free, spike-robust curve. On the benchmark's three (data, model, optimizer)
+   combinations the best one-cycle ``max_lr`` sat at or just above that LR, and every estimator that
+   backs off from it (steepest point, 90% of the descent, minimum/3, minimum/10, valley) lost accuracy.
 6. A quality flag says whether the curve supports any suggestion: ``"ok"``, ``"flat"``, ``"noisy"``,
    ``"no-descent"`` (e.g. an already trained model), ``"too-short"`` or ``"diverged-immediately"``.
 """
@@ -36,10 +41,13 @@ from superconv.errors import ConfigError
 Quality = Literal["ok", "flat", "noisy", "no-descent", "too-short", "diverged-immediately"]
 
 #: The estimators :func:`analyze` computes, in the order they are reported.
-ESTIMATORS = ("steepest", "valley", "min_div_10", "min_div_3", "descent")
+ESTIMATORS = ("minimum", "steepest", "valley", "min_div_10", "min_div_3", "descent")
 
 #: The estimator whose value becomes ``suggestion``: chosen by the benchmark (see the README).
-DEFAULT_ESTIMATOR = "descent"
+DEFAULT_ESTIMATOR = "minimum"
+
+#: Window of the running median that removes isolated loss spikes before smoothing (odd).
+MEDIAN_WINDOW = 11
 
 #: Fewer finite points than this cannot carry a suggestion.
 MIN_POINTS = 10
@@ -78,34 +86,25 @@ def ema(values: Sequence[float] | np.ndarray, smooth_f: float) -> np.ndarray:
     return out
 
 
-def ema_lag(n: int, smooth_f: float) -> np.ndarray:
-    """How many steps the bias-corrected EMA lags behind at each of ``n`` steps: the centre of its weights.
+def zero_lag_ema(values: Sequence[float] | np.ndarray, smooth_f: float) -> np.ndarray:
+    """The bias-corrected EMA run forward and then backward over its output, which cancels its lag.
 
-    At step ``i`` the EMA weighs the value ``k`` steps back by ``beta**k`` (``beta = 1 - smooth_f``,
-    ``k = 0..i``), so its centre is ``beta / (1 - beta) - (i + 1) beta**(i+1) / (1 - beta**(i+1))``: 0 at the
-    first step, growing to ``(1 - smooth_f) / smooth_f``. Reading the EMA at step ``i - lag[i]`` removes the
-    lag exactly for a linear trend, without smoothing twice.
+    The two passes make a symmetric kernel, so a minimum stays where it is (a single pass moves it right
+    by up to ``(1 - smooth_f) / smooth_f`` steps).
 
     Args:
-        n: The number of steps.
+        values: The raw losses, in order.
         smooth_f: Weight of the newest value, in (0, 1].
 
     Returns:
-        The lag of each step (fractional steps).
+        The smoothed values, same length, aligned with ``values`` (no shift to the right).
 
     Example:
-        >>> ema_lag(3, 1.0).tolist()
-        [0.0, 0.0, 0.0]
-        >>> round(float(ema_lag(1000, 0.05)[-1]), 6)
-        19.0
+        >>> zero_lag_ema([3.0, 2.0, 1.0], 1.0).tolist()
+        [3.0, 2.0, 1.0]
     """
-    _check_smooth_f(smooth_f)
-    beta = 1.0 - smooth_f
-    i = np.arange(n, dtype=np.float64)
-    if beta == 0.0:
-        return np.zeros(n)
-    tail = (i + 1) * beta ** (i + 1) / (1.0 - beta ** (i + 1))
-    return beta / (1.0 - beta) - tail
+    forward = ema(values, smooth_f)
+    return ema(forward[::-1], smooth_f)[::-1].copy()
 
 
 @dataclass(frozen=True)
@@ -118,8 +117,9 @@ class Analysis:
         quality: "ok", or why the curve does not support a confident suggestion.
         warning: A sentence for the user when ``quality`` is not "ok", else "".
         div_factor: The recommended OneCycleLR ``div_factor`` (max_lr / the LR where the descent starts).
-        curve: The smoothed curve the estimators read (the EMA of the clipped finite losses).
-        lrs: The learning rates of ``curve``: each point's LR moved back by the EMA's lag.
+        curve: The lag-free smoothed curve the estimators read, over the finite points (same length as
+            ``lrs`` after dropping non-finite losses).
+        lrs: The learning rates of ``curve``.
         min_lr: The LR at the curve's minimum.
         noise: A robust estimate of the raw losses' noise (standard deviation) before the minimum.
         depth: How far the curve descends from its starting level to its minimum.
@@ -284,12 +284,18 @@ def analyze(
     start_level = _start_level(loss_arr)
     floor = float(first.min())
     cap = start_level + 0.5 * max(start_level - floor, 0.0) + 1e-12 * max(abs(start_level), 1.0)
-    curve = ema(np.minimum(loss_arr, cap), smooth_f)
-    # Each smoothed point describes the loss where its weights are centred, not where it was computed.
-    steps = np.arange(n, dtype=np.float64)
-    log_lrs = np.interp(steps - ema_lag(n, smooth_f), steps, log_lrs)
-    lr_arr = 10.0**log_lrs
+    # A running median first: Adam's loss spikes at high LRs would otherwise drag the mean (and the
+    # minimum) down to a too-small LR. Then the EMA forward and backward, each pass with twice the weight,
+    # so the two passes together smooth about as much as the one the test shows.
+    curve = zero_lag_ema(rolling_median(np.minimum(loss_arr, cap), MEDIAN_WINDOW), min(1.0, 2.0 * smooth_f))
 
+    full_curve, full_lrs = curve, lr_arr
+    if stopped_early:
+        # The loss blew up (or became NaN) right after the last point: a minimum found there is the edge of
+        # divergence, not a usable LR, so the last 5% of the sweep is not a candidate.
+        curve = curve[: n - max(2, n // 20)]
+        lr_arr, log_lrs, loss_arr = lr_arr[: len(curve)], log_lrs[: len(curve)], loss_arr[: len(curve)]
+        n = len(curve)
     imin = int(np.argmin(curve))
     start_level = _start_level(curve[: imin + 1])
     depth = float(start_level - curve[imin])
@@ -302,6 +308,7 @@ def analyze(
     noise = float(1.4826 * np.median(np.abs(d2 - np.median(d2))) / math.sqrt(6.0))
 
     estimates = {
+        "minimum": float(lr_arr[imin]),
         "steepest": float(lr_arr[steepest(log_lrs, curve)]),
         "valley": float(lr_arr[valley(log_lrs, curve)]),
         "min_div_10": float(lr_arr[imin]) / 10.0,
@@ -344,12 +351,33 @@ def analyze(
         quality=quality,
         warning=warning,
         div_factor=div_factor,
-        curve=curve,
-        lrs=lr_arr,
+        curve=full_curve,
+        lrs=full_lrs,
         min_lr=float(lr_arr[imin]),
         noise=noise,
         depth=depth,
     )
+
+
+def rolling_median(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median (the window shrinks at the ends); ``window <= 1`` returns the values.
+
+    Args:
+        values: The series.
+        window: The window length (odd).
+
+    Returns:
+        The filtered series, same length.
+
+    Example:
+        >>> rolling_median(np.array([1.0, 9.0, 1.0, 1.0, 1.0]), 3).tolist()
+        [5.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    if window <= 1:
+        return np.asarray(values, dtype=np.float64)
+    half = window // 2
+    x = np.asarray(values, dtype=np.float64)
+    return np.array([np.median(x[max(0, i - half) : i + half + 1]) for i in range(len(x))])
 
 
 def _start_level(curve: np.ndarray) -> float:
