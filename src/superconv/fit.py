@@ -70,6 +70,8 @@ class FitResult:
     precision: str
     train_seconds: float
     range_test_seconds: float = 0.0
+    # Wall time of the first optimizer update of this process (includes torch.compile's warm-up when on).
+    first_step_seconds: float | None = None
     best_epoch: int | None = None
     best_val_accuracy: float | None = None
     best_val_loss: float | None = None
@@ -458,6 +460,7 @@ def fit(
             loss_sum = torch.zeros((), device=dev)
             correct = torch.zeros((), device=dev, dtype=torch.long)
             seen = 0
+            t_epoch = time.perf_counter()
             batch_bar = tqdm(total=n_batches, initial=skip, desc=f"epoch {epoch + 1}", disable=not show, leave=False)
             for batch_idx, (inputs, labels) in batches:
                 inputs = inputs.to(dev, non_blocking=True)
@@ -488,6 +491,10 @@ def fit(
                     opt.zero_grad(set_to_none=True)
                     sched.step()
                     state.step += 1
+                    if result.first_step_seconds is None:
+                        if dev.type == "cuda":
+                            torch.cuda.synchronize(dev)
+                        result.first_step_seconds = time.perf_counter() - t_epoch
                 for cb in callbacks:
                     cb.on_batch_end(state)
                 batch_bar.update(1)
