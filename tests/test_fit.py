@@ -236,3 +236,12 @@ def test_empty_or_unsized_loader() -> None:
         fit(_model(), [], None, epochs=1, max_lr=1e-3, verbose=False)
     with pytest.raises(ConfigError, match=r"must have a length"):
         fit(_model(), iter([]), None, epochs=1, max_lr=1e-3, verbose=False)
+
+
+def test_resume_into_a_different_model_is_a_clear_error(tmp_path: Path) -> None:
+    d = _data()
+    fit(_model(), d.train, d.val, epochs=1, max_lr=5e-3, out_dir=tmp_path, verbose=False, precision="fp32")
+    torch.manual_seed(0)
+    wider = build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=16)
+    with pytest.raises(CheckpointError, match=r"does not match this run .* Resume with the same model"):
+        fit(wider, d.train, d.val, epochs=1, out_dir=tmp_path, resume=True, verbose=False, precision="fp32")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -303,7 +304,7 @@ def train(**opts: Any) -> None:
                 "started with `superconv train --out DIR`"
             )
         saved = json.loads(config_path.read_text())
-        opts = {**opts, **{k: v for k, v in saved["options"].items() if k in opts}}
+        opts = {**opts, **{k: v for k, v in saved["options"].items() if k in opts and k != "progress"}}
         opts["out"] = resume_dir
         for key in ("data_dir", "pretrained"):
             opts[key] = Path(opts[key]) if opts[key] else None
@@ -549,8 +550,21 @@ def compare(**opts: Any) -> None:
     click.echo(f"\nwrote {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare.png'}")
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    # Warnings are for the user here: one readable line, not a source location.
+    click.echo(f"superconv: warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning bad input into one line and exit status 2."""
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="superconv", standalone_mode=False)
     except click.exceptions.Abort:

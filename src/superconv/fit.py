@@ -12,7 +12,6 @@ updates, so gradient accumulation and skipped AMP steps never shift it.
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import itertools
 import math
@@ -378,9 +377,17 @@ def fit(
     start_epoch, start_batch, elapsed_before = 0, 0, 0.0
 
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
+        assert out is not None
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"Cannot resume from {out / 'last.pt'}: it does not match this run ({first}). Resume with the "
+                "same model, optimizer, epochs, batch size and accumulation as the saved run"
+            ) from exc
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         if stopper is not None and ckpt.get("early_stopping"):
@@ -677,8 +684,3 @@ def _table_row(m: dict[str, float], improved: bool) -> str:
     if "val_loss" in m:
         row += f" {m['val_loss']:>9.4f} {m['val_accuracy']:>8.2%}"
     return row + f" {m['seconds']:>6.1f}s" + (" *" if improved else "")
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """A deep copy (for running several schedules from the same initial weights)."""
-    return copy.deepcopy(model)

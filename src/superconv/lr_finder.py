@@ -386,7 +386,7 @@ class _Snapshot:
         """Put everything back; the copies are dropped afterwards (a second call does nothing)."""
         state = self.state
         if state is None and self.file is not None:
-            state = torch.load(self.file, weights_only=False)
+            state = torch.load(self.file, weights_only=True)
         if state is None:
             return
         with torch.no_grad():
@@ -419,7 +419,8 @@ def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "random": random.getstate(),
-        "numpy": np.random.get_state(),
+        # numpy's key array as a tensor: the snapshot file then loads with weights_only=True.
+        "numpy": _numpy_state_to_plain(np.random.get_state()),
     }
     # Only touch CUDA if it is already in use: querying it would initialize it (slow, grabs memory).
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -427,10 +428,16 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
+def _numpy_state_to_plain(state: Any) -> tuple[Any, ...]:
+    name, keys, pos, has_gauss, cached = state
+    return (str(name), torch.from_numpy(np.array(keys, copy=True)), int(pos), int(has_gauss), float(cached))
+
+
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["random"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy(), pos, has_gauss, cached))
     if "cuda" in state:
         torch.cuda.set_rng_state_all(state["cuda"])
 
