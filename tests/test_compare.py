@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from superconv.cli import cli
-from superconv.compare import USUAL_DEFAULT_LR, compare
+from superconv.comparison import USUAL_DEFAULT_LR, compare
 from superconv.data import load_data
 from superconv.errors import ConfigError
 from superconv.models import build_model

@@ -13,8 +13,8 @@ import torch
 from superconv import Callback, EarlyStopping, fit
 from superconv.data import load_data
 from superconv.errors import CheckpointError, ConfigError
-from superconv.fit import FitState
 from superconv.models import build_model
+from superconv.training import FitState
 
 
 def _data(batch_size: int = 64, **kw):

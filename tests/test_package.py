@@ -30,3 +30,15 @@ def test_py_typed_ships() -> None:
 
 def test_all_matches_the_lazy_exports() -> None:
     assert sorted(superconv.__all__) == sorted(["__version__", *superconv._EXPORTS])
+
+
+def test_public_functions_are_not_shadowed_by_submodules() -> None:
+    # Importing every submodule first must not turn superconv.fit / superconv.compare into modules.
+    code = (
+        "import importlib, pkgutil, superconv\n"
+        "for m in pkgutil.iter_modules(superconv.__path__):\n"
+        "    if not m.name.startswith('__'): importlib.import_module('superconv.' + m.name)\n"
+        "print(callable(superconv.fit), callable(superconv.compare), type(superconv.fit).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "function"]

@@ -24,11 +24,11 @@ _EXPORTS: dict[str, str] = {
     "UpdateCounter": "superconv.steps",
     "LRFinder": "superconv.lr_finder",
     "RangeTestResult": "superconv.lr_finder",
-    "fit": "superconv.fit",
-    "FitResult": "superconv.fit",
+    "fit": "superconv.training",
+    "FitResult": "superconv.training",
     "Callback": "superconv.callbacks",
     "EarlyStopping": "superconv.callbacks",
-    "compare": "superconv.compare",
+    "compare": "superconv.comparison",
 }
 
 __all__ = [
@@ -49,12 +49,12 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from superconv.callbacks import Callback, EarlyStopping
-    from superconv.compare import compare
-    from superconv.fit import FitResult, fit
+    from superconv.comparison import compare
     from superconv.lr_finder import LRFinder, RangeTestResult
     from superconv.scheduler import OneCycleLR
     from superconv.schedules import PRESETS, OneCycleSchedule
     from superconv.steps import UpdateCounter, total_steps
+    from superconv.training import FitResult, fit
 
 
 def __getattr__(name: str) -> Any:

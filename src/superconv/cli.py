@@ -292,8 +292,8 @@ def _plain(opts: dict[str, Any]) -> dict[str, Any]:
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when interactive).")
 def train(**opts: Any) -> None:
     """Train on a dataset with super-convergence: range test, one cycle, early stopping, test on the best."""
-    from superconv.fit import fit
     from superconv.report import write_run
+    from superconv.training import fit
 
     resume_dir: Path | None = opts.pop("resume")
     if resume_dir is not None:
@@ -416,8 +416,8 @@ def find_lr_command(**opts: Any) -> None:
     import torch
 
     from superconv.device import resolve_precision
-    from superconv.fit import make_optimizer
     from superconv.lr_finder import find_lr
+    from superconv.training import make_optimizer
 
     recipe, data, model, device = _prepare(opts)
     model.to(device)
@@ -493,7 +493,7 @@ def find_lr_command(**opts: Any) -> None:
 )
 def compare(**opts: Any) -> None:
     """Show super-convergence on your data: one-cycle vs tuned constant, step-decay and cosine baselines."""
-    from superconv.compare import compare as run_compare
+    from superconv.comparison import compare as run_compare
     from superconv.models import build_model
     from superconv.report import write_json
 

@@ -27,7 +27,7 @@ from superconv.baselines import ONE_CYCLE_SCHEDULES, SCHEDULES
 from superconv.callbacks import Callback
 from superconv.device import resolve_device, resolve_precision, use_channels_last
 from superconv.errors import ConfigError
-from superconv.fit import FitResult, FitState, evaluate, fit
+from superconv.training import FitResult, FitState, evaluate, fit
 
 #: The usual default LR people start from, per optimizer (torch's AdamW default; SGD's classic 0.1).
 USUAL_DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.1}

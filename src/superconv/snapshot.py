@@ -1,0 +1,138 @@
+"""The range test's exact restore: a copy, in host memory by default, of everything the test changes.
+
+Parameters, buffers, gradients, train/eval modes, optimizer state and hyperparameters, a GradScaler, an attached
+scheduler and the RNG streams (torch, CUDA, ``random``, numpy) are copied before the sweep and put back
+afterwards (the finder does it in ``try/finally``). The copies are dropped as soon as they are restored.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _copy_to(obj: Any, device: torch.device | None) -> Any:
+    """Deep-copy ``obj``, cloning every tensor (to ``device`` if given, keeping dtype and values)."""
+    if isinstance(obj, torch.Tensor):
+        target = obj.device if device is None else device
+        return obj.detach().to(device=target, copy=True)
+    if isinstance(obj, dict):
+        return type(obj)((k, _copy_to(v, device)) for k, v in obj.items())
+    if isinstance(obj, list):
+        return [_copy_to(v, device) for v in obj]
+    if isinstance(obj, tuple):
+        return (
+            type(obj)(*(_copy_to(v, device) for v in obj))
+            if hasattr(obj, "_fields")
+            else tuple(_copy_to(v, device) for v in obj)
+        )
+    return copy.deepcopy(obj)
+
+
+_MISSING = object()
+
+
+class Snapshot:
+    """Everything the range test changes, copied to host memory (or a file when asked) and put back."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: Any | None,
+        scheduler: Any | None,
+        device: torch.device | None,
+        cache_dir: Path | None,
+    ) -> None:
+        self.model, self.optimizer, self.scaler, self.scheduler = model, optimizer, scaler, scheduler
+        # The optimizer may also hold tensors outside the model (e.g. a learned temperature): those too.
+        params = {id(p): p for p in model.parameters()}
+        for group in optimizer.param_groups:
+            params.update((id(p), p) for p in group["params"])
+        self.grad_params = list(params.values())
+        self.tensors = [*self.grad_params, *(b for _, b in model.named_buffers())]
+        self.devices = [t.device for t in self.tensors]
+        self.modes = [(m, m.training) for m in model.modules()]
+        self.opt_called = getattr(optimizer, "_opt_called", _MISSING)
+        state: dict[str, Any] = {
+            "tensors": [_copy_to(t, device) for t in self.tensors],
+            "grads": [None if p.grad is None else _copy_to(p.grad, device) for p in self.grad_params],
+            "optimizer": _copy_to(optimizer.state_dict(), device),
+            "scaler": _copy_to(scaler.state_dict(), None) if scaler is not None else None,
+            "scheduler": _copy_to(scheduler.state_dict(), device) if scheduler is not None else None,
+            "rng": _rng_state(),
+        }
+        self.file: Path | None = None
+        self.state: dict[str, Any] | None = state
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            self.file = cache_dir / f"superconv-lr-finder-{uuid.uuid4().hex}.pt"
+            torch.save(state, self.file)
+            self.state = None
+
+    def restore(self) -> None:
+        """Put everything back; the copies are dropped afterwards (a second call does nothing)."""
+        state = self.state
+        if state is None and self.file is not None:
+            state = torch.load(self.file, weights_only=True)
+        if state is None:
+            return
+        with torch.no_grad():
+            for tensor, dev, saved in zip(self.tensors, self.devices, state["tensors"]):
+                if tensor.device != dev:  # the test moved the model to `device`: move it back
+                    tensor.data = tensor.data.to(dev)
+                tensor.copy_(saved)
+            for param, grad in zip(self.grad_params, state["grads"]):
+                param.grad = None if grad is None else grad.to(param.device, copy=True)
+        for module, mode in self.modes:
+            module.training = mode
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.opt_called is _MISSING:
+            if hasattr(self.optimizer, "_opt_called"):
+                delattr(self.optimizer, "_opt_called")
+        else:
+            self.optimizer._opt_called = self.opt_called  # type: ignore[attr-defined]
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        self.state = None
+        if self.file is not None:
+            self.file.unlink(missing_ok=True)
+            self.file = None
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "random": random.getstate(),
+        # numpy's key array as a tensor: the snapshot file then loads with weights_only=True.
+        "numpy": _numpy_state_to_plain(np.random.get_state()),
+    }
+    # Only touch CUDA if it is already in use: querying it would initialize it (slow, grabs memory).
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _numpy_state_to_plain(state: Any) -> tuple[Any, ...]:
+    name, keys, pos, has_gauss, cached = state
+    return (str(name), torch.from_numpy(np.array(keys, copy=True)), int(pos), int(has_gauss), float(cached))
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["random"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy(), pos, has_gauss, cached))
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
