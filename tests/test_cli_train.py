@@ -21,15 +21,15 @@ TINY = ["--dataset", "digits", "--batch-size", "64", "--width", "8", "--no-progr
 
 def test_train_writes_the_run_directory(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    res = CliRunner().invoke(cli, ["train", *TINY, "--epochs", "3", "--range-iters", "30", "--out", str(out)])
+    res = CliRunner().invoke(cli, ["train", *TINY, "--epochs", "4", "--range-iters", "30", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "LR range test: suggested max_lr=" in res.output and "test accuracy" in res.output
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("test_accuracy", "best_val_accuracy", "epochs", "max_lr", "train_seconds", "device"):
         assert key in metrics, key
-    assert metrics["epochs"] == 3 and metrics["test_accuracy"] > 0.5
+    assert metrics["epochs"] == 4 and metrics["test_accuracy"] > 0.6
     assert metrics["max_lr"] == pytest.approx(metrics["lr_suggestion"]["suggestion"])
-    assert (out / "epochs.csv").read_text().count("\n") == 4
+    assert (out / "epochs.csv").read_text().count("\n") == 5
     assert json.loads((out / "config.json").read_text())["options"]["dataset"] == "digits"
     for png in ("lr_finder.png", "schedule.png", "curves.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
@@ -59,6 +59,20 @@ def test_train_with_given_lr_sgd_and_smith_shape(tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["max_lr"] == 0.05 and "lr_suggestion" not in metrics
     assert not (out / "lr_finder.png").exists()
+
+
+def test_train_with_a_weight_average(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "2", "--max-lr", "0.01", "--ema", "0.9", "--out", str(out)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "config.json").read_text())["recipe"]["ema"] == 0.9
+    assert json.loads((out / "metrics.json").read_text())["ema"] == 0.9
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["ema"]["decay"] == 0.9 and last["ema"]["updates"] == last["step"]
+    best = torch.load(out / "best.pt", weights_only=True)["model"]
+    # the best checkpoint holds the averaged weights, which differ from the raw weights of the last epoch
+    assert any(not torch.equal(best[k], last["model"][k]) for k in best if best[k].is_floating_point())
 
 
 def test_find_lr_command(tmp_path: Path) -> None:
@@ -135,6 +149,8 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
             "--device",
         ),
         (["train", "--resume", "/nonexistent/run"], "Cannot resume"),
+        (["train", "--dataset", "digits", "--ema", "1.5"], "Invalid value for '--ema'"),
+        (["train", "--dataset", "digits", "--ema", "0.9", "--no-ema"], "--ema and --no-ema contradict"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_status_2(args: list[str], message: str, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from superconv import data as data_module
+from superconv import datasets as datasets_module
 from superconv.data import (
     DATASETS,
     DEFAULT_FASHION_MNIST_DIR,
@@ -38,8 +39,8 @@ def _all_batches(loader: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No download, no Debian package, an empty cache: only what a test writes exists."""
     monkeypatch.setenv("SUPERCONV_OFFLINE", "1")
-    monkeypatch.setattr(data_module, "DEFAULT_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
-    monkeypatch.setattr(data_module, "DEFAULT_CACHE_DIR", tmp_path / "empty-cache")
+    monkeypatch.setattr(datasets_module, "DEFAULT_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setattr(datasets_module, "DEFAULT_CACHE_DIR", tmp_path / "empty-cache")
     return tmp_path
 
 
@@ -447,7 +448,7 @@ def test_imagefolder_unreadable_image_names_the_file(tmp_path: Path) -> None:
 
 
 def test_loader_leaves_the_thread_count_alone() -> None:
-    # Batches are prepared single-threaded (see data._single_threaded); the model's compute
+    # Batches are prepared single-threaded (see loaders._single_threaded); the model's compute
     # between batches must get the caller's thread count back.
     previous = torch.get_num_threads()  # conftest pins 1; use 2 so that there is something to switch
     torch.set_num_threads(2)

@@ -9,6 +9,7 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,14 @@ def _plain(opts: dict[str, Any]) -> dict[str, Any]:
 )
 @click.option("--no-early-stopping", is_flag=True, help="Train all epochs.")
 @click.option("--tta/--no-tta", default=None, help="Average predictions with the horizontal flip.")
+@click.option(
+    "--ema",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    metavar="DECAY",
+    help="Evaluate an exponential moving average of the weights with this decay per update (e.g. 0.99).",
+)
+@click.option("--no-ema", is_flag=True, help="No weight average, whatever the recipe says.")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
 @click.option("--range-iters", type=click.IntRange(min=10), default=None, help="Updates in the LR range test.")
 @click.option(
@@ -314,8 +323,14 @@ def train(**opts: Any) -> None:
         label_smoothing=opts["label_smoothing"],
         patience=opts["patience"],
         tta=opts["tta"],
+        ema=opts["ema"],
+        compile=True if opts["compile_model"] else None,
         range_test_iters=opts["range_iters"],
     )
+    if opts["no_ema"]:
+        if opts["ema"] is not None:
+            raise click.UsageError("--ema and --no-ema contradict each other: give one of them")
+        recipe = replace(recipe, ema=None)
     out = opts["out"] or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
     shape = shape_kwargs(
         opts["preset"] or recipe.preset,
@@ -359,10 +374,11 @@ def train(**opts: Any) -> None:
         device=device,
         precision=opts["precision"],
         channels_last="auto" if opts["channels_last"] is None else opts["channels_last"],
-        compile=opts["compile_model"],
+        compile=recipe.compile,
         patience=None if opts["no_early_stopping"] else recipe.patience,
         test_loader=data.test,
         tta=recipe.tta,
+        ema=recipe.ema,
         out_dir=out,
         resume=resume_dir is not None,
         range_test_kwargs={"num_iter": recipe.range_test_iters},
@@ -385,7 +401,8 @@ def _print_summary(result: Any, out: Path) -> None:
     if result.best_val_accuracy is not None:
         lines.append(f"best validation accuracy {result.best_val_accuracy:.2%} (epoch {result.best_epoch})")
     if result.test_accuracy is not None:
-        lines.append(f"test accuracy {result.test_accuracy:.2%} (best weights)")
+        weights = f"best weights, EMA {result.ema:g}" if result.ema is not None else "best weights"
+        lines.append(f"test accuracy {result.test_accuracy:.2%} ({weights})")
     lines.append(
         f"{result.epochs} epochs, {result.steps} updates, {result.train_seconds:.1f} s training "
         f"+ {result.range_test_seconds:.1f} s range test on {result.device} ({result.precision})"

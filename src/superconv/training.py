@@ -33,6 +33,7 @@ from superconv.baselines import ONE_CYCLE_SCHEDULES, SCHEDULES, build_scheduler
 from superconv.callbacks import Callback, EarlyStopping
 from superconv.checkpoint import load_checkpoint, save_checkpoint
 from superconv.device import resolve_device, resolve_precision, use_channels_last
+from superconv.ema import WeightEMA
 from superconv.errors import CheckpointError, ConfigError
 from superconv.steps import total_steps as count_total_steps
 
@@ -81,6 +82,7 @@ class FitResult:
     diverged: bool = False
     message: str = ""
     schedule: str = "one-cycle"
+    ema: float | None = None  # the weight average's decay when validation/test used the average
     lrs: list[float] = field(default_factory=list, repr=False)
     momentums: list[float | None] = field(default_factory=list, repr=False)
     range_test: Any = field(default=None, repr=False)
@@ -240,6 +242,8 @@ def fit(
     monitor: str = "val_accuracy",
     test_loader: Iterable[Any] | None = None,
     tta: bool = False,
+    ema: float | None = None,
+    ema_every: int = 1,
     out_dir: str | Path | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
@@ -275,6 +279,10 @@ def fit(
         monitor: ``"val_accuracy"`` or ``"val_loss"``.
         test_loader: Evaluated once at the end, on the best weights.
         tta: Average predictions with the horizontal flip at evaluation.
+        ema: Decay per optimizer update of an exponential moving average of the weights (e.g. 0.99);
+            when set, validation, the best checkpoint, the test and the returned model use the
+            averaged weights (:class:`superconv.ema.WeightEMA`). ``None``: off.
+        ema_every: Optimizer updates between EMA updates (the decay is compounded to match).
         out_dir: Where ``best.pt``, ``last.pt``, ``metrics.json``, ``epochs.csv`` and plots go.
         resume: Continue the run saved in ``out_dir/last.pt`` exactly where it stopped.
         callbacks: :class:`superconv.Callback` objects.
@@ -314,6 +322,8 @@ def fit(
         )
     )
     scaler = torch.amp.GradScaler(dev.type) if autocast_dtype is torch.float16 else None
+    if ema is not None:
+        WeightEMA.check(ema, ema_every)  # bad settings fail before the range test, not after it
 
     ckpt: dict[str, Any] | None = None
     if resume:
@@ -358,6 +368,8 @@ def fit(
             f"accumulation_steps={accumulation_steps}): train longer or use a smaller batch size"
         )
     sched = build_scheduler(schedule, opt, max_lr, total, **one_cycle_kwargs)
+    averager = WeightEMA(model, ema, ema_every) if ema is not None else None  # after the range test's restore
+    eval_model = averager.module if averager is not None else forward_model
 
     stopper = EarlyStopping(patience, mode="max" if monitor == "val_accuracy" else "min") if patience else None
     state = FitState(model=model, optimizer=opt, scheduler=sched, device=dev)
@@ -371,6 +383,7 @@ def fit(
         train_seconds=0.0,
         range_test_seconds=range_seconds,
         schedule=schedule,
+        ema=ema,
         range_test=range_result,
     )
     best_state: dict[str, torch.Tensor] | None = None
@@ -390,6 +403,12 @@ def fit(
             ) from exc
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
+        if averager is not None:
+            if not ckpt.get("ema"):
+                raise CheckpointError(
+                    f"Cannot resume from {out / 'last.pt'} with ema={ema}: the saved run trained without an EMA"
+                )
+            averager.load_state_dict(ckpt["ema"])
         if stopper is not None and ckpt.get("early_stopping"):
             stopper.load_state_dict(ckpt["early_stopping"])
         state.history.extend(ckpt["history"])
@@ -417,6 +436,7 @@ def fit(
             "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "early_stopping": stopper.state_dict() if stopper is not None else None,
+            "ema": averager.state_dict() if averager is not None else None,
             "epoch": epoch,
             "batch": batch,
             "step": state.step,
@@ -498,6 +518,8 @@ def fit(
                     opt.zero_grad(set_to_none=True)
                     sched.step()
                     state.step += 1
+                    if averager is not None:
+                        averager.update(state.step)
                     if result.first_step_seconds is None:
                         if dev.type == "cuda":
                             torch.cuda.synchronize(dev)
@@ -535,7 +557,7 @@ def fit(
             }
             if val_loader is not None:
                 val_loss, val_acc = evaluate(
-                    forward_model, val_loader, dev, autocast_dtype=autocast_dtype, channels_last=cl, tta=tta
+                    eval_model, val_loader, dev, autocast_dtype=autocast_dtype, channels_last=cl, tta=tta
                 )
                 metrics.update(val_loss=val_loss, val_accuracy=val_acc)
             metrics["seconds"] = elapsed()
@@ -553,7 +575,7 @@ def fit(
             if improved:
                 result.best_epoch = epoch + 1
                 result.best_val_accuracy, result.best_val_loss = metrics["val_accuracy"], metrics["val_loss"]
-                best_state = _state_on_cpu(model)
+                best_state = _state_on_cpu(averager.module if averager is not None else model)
                 if out is not None:
                     save_checkpoint(
                         out / "best.pt",
@@ -591,6 +613,8 @@ def fit(
     result.steps = state.step
     if best_state is not None and not result.interrupted:
         model.load_state_dict(best_state)  # test on the best weights
+    elif averager is not None and not result.interrupted and not result.diverged:
+        model.load_state_dict(averager.module.state_dict())  # no validation: the final average
     if test_loader is not None and not result.interrupted and not (result.diverged and best_state is None):
         result.test_loss, result.test_accuracy = evaluate(
             forward_model, test_loader, dev, autocast_dtype=autocast_dtype, channels_last=cl, tta=tta
