@@ -75,6 +75,20 @@ def test_train_with_a_weight_average(tmp_path: Path) -> None:
     assert any(not torch.equal(best[k], last["model"][k]) for k in best if best[k].is_floating_point())
 
 
+@pytest.mark.slow
+def test_train_with_torch_compile(tmp_path: Path) -> None:
+    """A real torch.compile (Inductor) run through the CLI: about a minute on a 2-core CPU."""
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--model", "cnn", "--epochs", "1", "--max-lr", "0.01", "--compile", "--out", str(out)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "config.json").read_text())["recipe"]["compile"] is True
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] is not None and metrics["first_step_seconds"] > 0
+    # the checkpoint holds the plain module's weights (no torch.compile "_orig_mod." prefix)
+    assert not any(k.startswith("_orig_mod") for k in torch.load(out / "best.pt", weights_only=True)["model"])
+
+
 def test_find_lr_command(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["find-lr", *TINY, "--num-iter", "30", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
