@@ -406,7 +406,8 @@ def fit(
         if averager is not None:
             if not ckpt.get("ema"):
                 raise CheckpointError(
-                    f"Cannot resume from {out / 'last.pt'} with ema={ema}: the saved run trained without an EMA"
+                    f"Cannot resume from {out / 'last.pt'} with ema={ema}: the saved run trained without an EMA; "
+                    "resume it with ema=None (superconv train --resume DIR --no-ema)"
                 )
             averager.load_state_dict(ckpt["ema"])
         if stopper is not None and ckpt.get("early_stopping"):
