@@ -77,6 +77,14 @@ class RunLog:
         return d
 
 
+def fp32_label(device: torch.device) -> str:
+    """What "fp32" means for the anchors: on CUDA, torch lets cuDNN run fp32 convolutions in TF32 by default
+    (``torch.backends.cudnn.allow_tf32``), which the anchors keep, as their users do."""
+    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+        return "fp32, TF32 convolutions"
+    return "fp32"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -170,7 +178,7 @@ def run_seed_recipe(setup: Setup, seed: int) -> RunLog:
     from torch_lr_finder import LRFinder
 
     dev = setup.device
-    log = RunLog("seed", seed)
+    log = RunLog("seed", seed, precision=fp32_label(setup.device))
     seed_everything(seed)
     model = setup.build_model()
     log.start()
@@ -262,7 +270,7 @@ def run_fastai_recipe(setup: Setup, seed: int, workdir: Path) -> RunLog:
     from fastai.metrics import accuracy
 
     dev = setup.device
-    log = RunLog("fastai", seed)
+    log = RunLog("fastai", seed, precision=fp32_label(setup.device))
     seed_everything(seed)  # fastai's shuffles draw from Python's random
     model = setup.build_model()
     log.start()

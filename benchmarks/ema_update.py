@@ -14,6 +14,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ def _sync(device: torch.device) -> None:
 
 def time_updates(kind: str, model: torch.nn.Module, updates: int, device: torch.device) -> float:
     """Microseconds per update, after a few warm-up updates."""
+    step: Callable[[int], None]
     if kind == "superconv":
         ema = WeightEMA(model, decay=0.98, warmup=False)
         step = ema.update

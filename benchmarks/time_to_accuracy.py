@@ -26,8 +26,9 @@ run once before all recipes and are reported separately.
 Compute: forward FLOPs per image come from ``torch.utils.flop_counter.FlopCounterMode``; a training
 image costs 3x that (forward + backward), an evaluation image 1x (2x with flip TTA). Total FLOPs count
 the training images, the range test's images and the evaluated images; achieved FLOP/s = total FLOPs /
-total seconds, against the device's dense bf16 peak where it is known (a table of GPU names) or
-``--peak-tflops``; for a CPU the peak is reported as unknown.
+total seconds, against ``--peak-tflops``, else the device's dense bf16 peak where it is known (a table of
+GPU names), else the device's measured ceiling: the best rate of a large square matmul in the fast
+precision (bf16 where the device has it), measured once before the recipes and reported with them.
 
 Run (full; a quiet machine, GPU if there is one):
 
@@ -176,6 +177,7 @@ def run_superconv_recipe(setup: Setup, seed: int, recipe: Recipe) -> RunLog:
     log.range_test_seconds = result.range_test_seconds
     rt = result.range_test
     log.range_test_images = (len(rt.lrs) if rt is not None else 0) * setup.batch_size
+    assert data.test is not None  # load_data always builds the official test split
     log.eval_images = len(log.epochs) * data.test.dataset_size * (2 if recipe.tta else 1)
     log.max_lr = result.max_lr
     log.precision = result.precision
@@ -198,7 +200,11 @@ def forward_flops_per_image(model: torch.nn.Module, shape: tuple[int, ...]) -> f
     return counter.get_total_flops() / 2
 
 
-def device_peak_tflops(device: torch.device, override: float | None) -> tuple[float | None, str]:
+def device_peak_tflops(
+    device: torch.device, override: float | None, measured: dict[str, Any] | None = None
+) -> tuple[float | None, str]:
+    """The peak the achieved FLOP/s are compared with: ``--peak-tflops``, else the datasheet's (known GPUs),
+    else the measured dense-matmul ceiling (``gemm_ceiling``; CPUs have no datasheet figure here)."""
     if override is not None:
         return override, "given with --peak-tflops"
     if device.type == "cuda":
@@ -206,8 +212,35 @@ def device_peak_tflops(device: torch.device, override: float | None) -> tuple[fl
         for key, peak in GPU_PEAK_TFLOPS:
             if key in name:
                 return peak, f"dense bf16 tensor-core peak of {key} (datasheet)"
-        return None, f"unknown for {name}"
-    return None, "unknown for this CPU (pass --peak-tflops to compare)"
+    if measured is not None:
+        return measured["tflops"], f"measured: {measured['label']}"
+    return None, "unknown (pass --peak-tflops to compare)"
+
+
+def gemm_ceiling(device: torch.device, dtype: torch.dtype | None, repeats: int = 5) -> dict[str, Any]:
+    """The device's practical ceiling: the best TFLOP/s of a large square matmul in the recipes' fast precision.
+
+    A datasheet peak is out of reach for a small CNN (and unknown for most CPUs); this says how far the
+    recipes are from what this machine, with this torch build, does on its best-shaped work.
+    """
+    dtype = dtype or torch.float32
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    inner = 20 if device.type == "cuda" else 2
+    (a @ b).sum()  # warm-up (kernel selection)
+    sync(device)
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(inner):
+            c = a @ b
+        sync(device)
+        best = min(best, (time.perf_counter() - t) / inner)
+    del a, b, c
+    tflops = 2 * n**3 / best / 1e12
+    label = f"best of {repeats} {str(dtype).removeprefix('torch.')} {n}x{n} matmuls, {tflops:.2f} TFLOP/s"
+    return {"tflops": tflops, "n": n, "dtype": str(dtype), "label": label}
 
 
 def cuda_startup(device: torch.device) -> float:
@@ -313,12 +346,12 @@ def summarize(
             continue
         for target in targets:
             key = f"seconds_to_{target:g}"
-            mine, theirs = s.get(key), base.get(key)
+            own, theirs = s.get(key), base.get(key)
             # The speed-up is only meaningful where both reached the target in every run.
             full = s[f"reached_{target:g}"].split("/")[0] == str(s["runs"])
             full_base = base.get(f"reached_{target:g}", "0/1").split("/")[0] == str(base.get("runs"))
             s[f"speedup_vs_seed_{target:g}"] = (
-                theirs["mean"] / mine["mean"] if mine and theirs and full and full_base else None
+                theirs["mean"] / own["mean"] if own and theirs and full and full_base else None
             )
     return summary
 
@@ -350,6 +383,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "evaluation.",
         "",
     ]
+    if report.get("complete") is False:
+        lines += [f"**Partial**: written after run {len(report['runs'])}; the benchmark did not finish.", ""]
     head = ["recipe"] + [f"s to {t:.0%}" for t in targets]
     head += ["final test acc", "range test s", "total s", "train img/s", "TFLOP total", "TFLOP/s", "% of peak"]
     head += [f"speed-up to {t:.0%}" for t in targets]
@@ -383,12 +418,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Forward FLOPs per image {flops / 1e6:.1f} M (training image: 3x = {3 * flops / 1e6:.1f} M). "
-        f"Peak: {report['peak_tflops'] or 'unknown'}"
-        + (" TFLOP/s" if report["peak_tflops"] else "")
-        + f" ({report['peak_source']}). "
-        f"Train img/s: training images / optimizer-step seconds (no range test, no evaluation). "
-        f"Speed-up: the seed recipe's mean seconds to the target / the recipe's (same run; '-' where a "
-        f"run missed the target).",
+        + (f"Peak: {report['peak_tflops']:.3g} TFLOP/s" if report["peak_tflops"] else "Peak: unknown")
+        + f" ({report['peak_source']})"
+        + (
+            f"; measured ceiling {report['gemm_ceiling']['label']}. "
+            if report.get("gemm_ceiling") and not report["peak_source"].startswith("measured")
+            else ". "
+        )
+        + "Train img/s: training images / optimizer-step seconds (no range test, no evaluation). "
+        "Speed-up: the seed recipe's mean seconds to the target / the recipe's (same run; '-' where a "
+        "run missed the target).",
     ]
     recipe = ", ".join(f"{k}={v}" for k, v in report["recipe"].items())
     kind = "GPU" if report["device"].startswith("cuda") else "CPU"
@@ -512,12 +551,53 @@ def main() -> None:
         return build_model(recipe.model, num_classes=10, in_channels=1, image_size=28, width=recipe.width)
 
     fwd = forward_flops_per_image(make_model(), (1, 28, 28))
-    peak, peak_source = device_peak_tflops(dev, args.peak_tflops)
+    gemm = gemm_ceiling(dev, resolve_precision("auto", dev))
+    peak, peak_source = device_peak_tflops(dev, args.peak_tflops, gemm)
     skip_fastai = fastai_unavailable() if "fastai" in wanted else None
     if skip_fastai:
         print(f"fastai skipped: {skip_fastai}", file=sys.stderr)
 
     runs: list[dict[str, Any]] = []
+
+    def build_report(complete: bool) -> dict[str, Any]:
+        return {
+            "benchmark": "time_to_accuracy",
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": " ".join(shlex.quote(a) for a in [_python(), *sys.argv]),
+            "machine": info,
+            "device": str(dev),
+            "device_label": device_label(info),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "recipe": recipe.to_dict(),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "seeds": args.seeds,
+            "subset": args.subset,
+            "targets": targets,
+            "forward_flops_per_image": fwd,
+            "peak_tflops": peak,
+            "peak_source": peak_source,
+            "gemm_ceiling": gemm,
+            "cuda_startup_seconds": cuda_seconds,
+            "warmup_seconds": warmup_seconds,
+            "compile_warmup_seconds": compile_seconds,
+            "runs": runs,
+            "complete": complete,
+            "summary": summarize(runs, targets, fwd, peak),
+        }
+
+    def write(report: dict[str, Any]) -> None:
+        """Atomic writes, after every run: a run cut off by a time limit keeps the seeds it finished."""
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        texts = {
+            json_path: json.dumps(report, indent=1, default=_json_default) + "\n",
+            md_path: render_markdown(report),
+        }
+        for path, text in texts.items():
+            tmp_path = path.with_name(path.name + ".tmp")
+            tmp_path.write_text(text)
+            tmp_path.replace(path)
+
     with tempfile.TemporaryDirectory(prefix="superconv-tta-") as tmp:
         setup = Setup(
             device=dev,
@@ -531,7 +611,12 @@ def main() -> None:
         )
         preimport()
         warmup_seconds = model_warmup(setup)
-        compile_seconds = compile_warmup(setup, recipe) if recipe.compile and "superconv" in wanted else None
+        compile_seconds = None
+        if recipe.compile and "superconv" in wanted:
+            try:
+                compile_seconds = compile_warmup(setup, recipe)
+            except Exception:  # the superconv runs will fail and say why; the anchors still run
+                traceback.print_exc()
         print(
             f"{device_label(info)}: {recipe.model} width {recipe.width}, batch {batch_size}, {epochs} epochs, "
             f"targets {', '.join(f'{t:.0%}' for t in targets)}; warm-up {warmup_seconds:.1f} s",
@@ -557,6 +642,7 @@ def main() -> None:
                     log = RunLog(name, seed, status=f"failed: {type(exc).__name__}: {exc}")
                 row = log.to_dict()
                 runs.append(row)
+                write(build_report(complete=False))
                 last = row["epochs"][-1] if row["epochs"] else None
                 print(
                     f"seed {seed} {name:>9}: "
@@ -571,32 +657,8 @@ def main() -> None:
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
 
-    report = {
-        "benchmark": "time_to_accuracy",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join(shlex.quote(a) for a in [_python(), *sys.argv]),
-        "machine": info,
-        "device": str(dev),
-        "device_label": device_label(info),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "recipe": recipe.to_dict(),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "seeds": args.seeds,
-        "subset": args.subset,
-        "targets": targets,
-        "forward_flops_per_image": fwd,
-        "peak_tflops": peak,
-        "peak_source": peak_source,
-        "cuda_startup_seconds": cuda_seconds,
-        "warmup_seconds": warmup_seconds,
-        "compile_warmup_seconds": compile_seconds,
-        "runs": runs,
-        "summary": summarize(runs, targets, fwd, peak),
-    }
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
-    md_path.write_text(render_markdown(report))
+    report = build_report(complete=True)
+    write(report)
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)
 

@@ -351,6 +351,7 @@ def test_cuda_resident_and_streamed_give_the_same_batches(monkeypatch: pytest.Mo
     resident = load_data("digits", batch_size=64, device="cuda", seed=0)
     assert resident.resident is True
     assert isinstance(resident.train, TensorLoader) and resident.train.images.device.type == "cuda"
+    assert resident.train.resident  # the loader sees its images on its own device (cuda == cuda:0)
     monkeypatch.setattr(data_module, "RESIDENT_MAX_FRACTION", 0.0)  # pretend the GPU is full
     streamed = load_data("digits", batch_size=64, device="cuda", seed=0)
     assert streamed.resident is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -258,9 +259,20 @@ def test_gradient_accumulation_counts_updates_not_batches() -> None:
     assert sched.last_epoch == steps
 
 
-def test_steps_skipped_by_grad_scaler_do_not_advance_the_schedule() -> None:
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+        # Fused optimizers take the scaler's found_inf and skip inside step(), so step() (and its
+        # post-hooks) run even on skipped steps: the counter must read found_inf.
+        lambda ps: torch.optim.AdamW(ps, lr=0.1, fused=True),
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, fused=True),
+    ],
+    ids=["sgd", "adamw-fused", "sgd-fused"],
+)
+def test_steps_skipped_by_grad_scaler_do_not_advance_the_schedule(make_opt: Any) -> None:
     model = torch.nn.Linear(4, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt = make_opt(model.parameters())
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
     sched = OneCycleLR(opt, max_lr=0.1, total_steps=10, count_updates=True)
     for i in range(6):

@@ -36,13 +36,18 @@ PY
 
 case "$stage" in
 check)
+    # Every step runs even when an earlier one fails (one call is all there may be); the stage fails at the end.
+    failed=()
+    step() { echo "== $*"; "$@" || { echo "== FAILED (exit $?): $*"; failed+=("$*"); }; }
     {
-        "$py" -m pytest -q -x -n 8 -p no:cacheprovider tests
-        "$py" -m pytest -q -p no:cacheprovider -m gpu tests -rs
-        "$py" -m superconv train --data-dir "$data" --subset 6000 --epochs 2 --out /tmp/smoke --no-progress
-        "$py" -m superconv train --data-dir "$data" --out /tmp/train --no-progress
-        cp /tmp/train/metrics.json "$OUT/train_metrics.json"
-    } 2>&1 | tee "$OUT/check.log"
+        step "$py" -m pytest -q -n 8 -p no:cacheprovider tests
+        step "$py" -m pytest -q -p no:cacheprovider -m gpu tests -rs
+        step "$py" -m superconv train --data-dir "$data" --subset 6000 --epochs 2 --out /tmp/smoke --no-progress
+        step "$py" -m superconv train --data-dir "$data" --out /tmp/train --no-progress
+        [ -f /tmp/train/metrics.json ] && cp /tmp/train/metrics.json "$OUT/train_metrics.json"
+        echo "== check: ${#failed[@]} step(s) failed${failed:+: ${failed[*]}}"
+    } > >(tee "$OUT/check.log") 2>&1
+    [ "${#failed[@]}" -eq 0 ]
     ;;
 bench)
     "$py" benchmarks/time_to_accuracy.py --data-dir "$data" --seeds 5 --workers 8 \

@@ -443,6 +443,7 @@ def find_lr_command(**opts: Any) -> None:
     )
     out: Path = opts["out"]
     out.mkdir(parents=True, exist_ok=True)
+    autocast_dtype = resolve_precision(opts["precision"], device)
     result = find_lr(
         model,
         opt,
@@ -458,7 +459,8 @@ def find_lr_command(**opts: Any) -> None:
         accumulation_steps=opts["accumulation"],
         val_loader=data.val if opts["val_batches"] else None,
         val_batches=opts["val_batches"],
-        autocast_dtype=resolve_precision(opts["precision"], device),
+        autocast_dtype=autocast_dtype,
+        grad_scaler=torch.amp.GradScaler(device.type) if autocast_dtype is torch.float16 else None,
         progress=opts["progress"],
     )
     click.echo(

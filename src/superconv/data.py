@@ -30,6 +30,7 @@ from superconv.datasets import (
     _load_fashion_mnist,
     read_idx,
 )
+from superconv.device import resolve_device
 from superconv.errors import ConfigError, DataError
 from superconv.loaders import (
     Loader,
@@ -84,7 +85,7 @@ def _resolve_device(device: str | torch.device) -> torch.device:
         raise ConfigError(
             f"The device {str(device)!r} was asked for, but CUDA is not available on this machine; use --device cpu"
         )
-    return dev
+    return resolve_device(dev)  # checks the GPU index, and names it (cuda -> cuda:0) as tensors do
 
 
 def _split_indices(n: int, fraction: float, seed: int, stream: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,13 +13,17 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/"auto": cuda, then mps, then cpu. A named device must be available."""
+    """``None``/"auto": cuda, then mps, then cpu. A named device must be available.
+
+    The result names its index (``cuda`` becomes ``cuda:0`` on the current GPU), as the device of a tensor
+    placed there does: ``torch.device("cuda") != torch.device("cuda:0")``.
+    """
     if device is None or (isinstance(device, str) and device == "auto"):
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return canonical_device(torch.device("cuda"))
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
-            return torch.device("mps")
+            return canonical_device(torch.device("mps"))
         return torch.device("cpu")
     try:
         dev = torch.device(device)
@@ -27,9 +31,36 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise ConfigError(f"Unknown device {device!r}: expected auto, cpu, cuda, cuda:N or mps") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"Device {device!r} was asked for but CUDA is not available here: use --device cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"Device {device!r} was asked for but this machine has {torch.cuda.device_count()} GPU(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}: pick one of those (or cuda)"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"Device {device!r} was asked for but MPS is not available here: use --device cpu or auto")
+    return canonical_device(dev)
+
+
+def canonical_device(device: str | torch.device) -> torch.device:
+    """``device`` with its index filled in the way a tensor's ``.device`` reports it.
+
+    ``cuda`` means the current GPU (``cuda:N``), ``mps`` means ``mps:0``; ``cpu`` has no index. Comparing
+    a tensor's device with an index-less ``torch.device("cuda")`` is always False, so every device the
+    package keeps goes through here.
+    """
+    dev = torch.device(device)
+    if dev.index is not None or dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else dev
+    if dev.type in ("mps", "xpu"):
+        return torch.device(dev.type, 0)
     return dev
+
+
+def same_device(a: str | torch.device, b: str | torch.device) -> bool:
+    """Whether two device names mean the same device (``cuda`` and ``cuda:0`` do on GPU 0)."""
+    return canonical_device(a) == canonical_device(b)
 
 
 @functools.lru_cache(maxsize=1)

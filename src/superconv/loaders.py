@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from superconv.device import canonical_device, same_device
 from superconv.errors import ConfigError, DataError
 
 __all__ = ["Loader", "StreamLoader", "TensorLoader"]
@@ -163,7 +164,7 @@ class TensorLoader:
         self.labels = labels
         self.batch_size = batch_size
         self.dataset_size = n
-        self.device = torch.device(device)
+        self.device = canonical_device(device)
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.augment = augment
@@ -173,7 +174,12 @@ class TensorLoader:
         self.output_size = output_size
         self.epoch = 0
         self._start_batch = 0
-        self.resident = images.device == self.device
+        self.resident = same_device(images.device, self.device)
+        if not self.resident and images.device.type != "cpu":
+            raise DataError(
+                f"The images are on {images.device} but the loader delivers to {self.device}: keep them in host "
+                f"memory (streamed to the device per batch) or move them to {self.device} (resident)"
+            )
         # Normalization folded into one multiply-add in uint8 units: x * scale + shift.
         self._scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=self.device).view(1, -1, 1, 1)
         self._shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=self.device).view(1, -1, 1, 1)
@@ -261,7 +267,7 @@ class TensorLoader:
         torch.index_select(self.images, 0, idx, out=buffer)
         x = buffer.to(self.device, non_blocking=True)
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(self.device))  # the stream the copy went to
         self._staging_events[slot] = event
         return x
 
@@ -323,7 +329,7 @@ class StreamLoader:
                 f"The batch size {batch_size} is larger than the {n} training images, so an epoch "
                 f"would have no full batch; use --batch-size {_pow2_at_most(n)} or smaller (or more images)"
             )
-        self.device = torch.device(device)
+        self.device = canonical_device(device)
         self.batch_size = batch_size
         self.dataset_size = n
         self.seed = seed

@@ -38,7 +38,9 @@ class UpdateCounter:
     """Counts the optimizer's real updates with a step post-hook (public torch API).
 
     ``GradScaler.step`` does not call ``optimizer.step()`` when it skips, so a skipped step is
-    not counted.
+    not counted. Fused optimizers (``fused=True``) are the exception: the scaler always calls their
+    ``step()`` with its ``found_inf`` flag attached, and the kernel skips the update; the counter reads
+    that flag (one host sync, on mixed-precision fp16 steps only).
 
     Example:
         >>> counter = UpdateCounter(optimizer)
@@ -51,6 +53,9 @@ class UpdateCounter:
         self._handle = optimizer.register_step_post_hook(self._on_step)
 
     def _on_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        found_inf = getattr(optimizer, "found_inf", None)  # set by GradScaler around a fused step()
+        if found_inf is not None and bool(found_inf.item()):
+            return
         self.count += 1
 
     def remove(self) -> None:

@@ -204,7 +204,7 @@ def evaluate(
 
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # a CPU run on a GPU machine stays off CUDA
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -212,7 +212,8 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # A run saved on a machine with more GPUs resumes on the ones this machine has.
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
 def _state_on_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -341,6 +342,7 @@ def fit(
         finder = LRFinder(forward_model, opt, criterion, device=dev)
         rt_kwargs = {
             "autocast_dtype": autocast_dtype,
+            "grad_scaler": scaler,  # fp16: the range test scales its losses as training will (state restored)
             "progress": _progress_enabled(progress),
             **(range_test_kwargs or {}),
         }
