@@ -22,7 +22,7 @@ import torch
 
 from superconv.errors import CheckpointError
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["load_checkpoint", "save_checkpoint", "state_on_cpu"]
 
 # The leaf types that ``torch.load(weights_only=True)`` accepts without extra allow-listing.
 # Compared by exact type for the scalars: numpy's float64 *is* a float subclass, yet it pickles
@@ -62,6 +62,11 @@ def _to_plain(value: Any, where: str) -> Any:
             return value
         return type(value)(items)
     raise _NotPlainError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}")
+
+
+def state_on_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``module``'s state dict in host memory (detached; the module keeps training)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

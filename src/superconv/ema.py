@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from superconv.checkpoint import state_on_cpu
 from superconv.errors import ConfigError
 
 __all__ = ["WeightEMA"]
@@ -106,7 +107,7 @@ class WeightEMA:
             "every": self.every,
             "warmup": self.warmup,
             "updates": self.updates,
-            "module": {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()},
+            "module": state_on_cpu(self.module),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ from torch import nn
 
 from superconv.baselines import ONE_CYCLE_SCHEDULES, SCHEDULES, build_scheduler
 from superconv.callbacks import Callback, EarlyStopping
-from superconv.checkpoint import load_checkpoint, save_checkpoint
+from superconv.checkpoint import load_checkpoint, save_checkpoint, state_on_cpu
 from superconv.device import resolve_device, resolve_precision, use_channels_last
 from superconv.ema import WeightEMA
 from superconv.errors import CheckpointError, ConfigError
@@ -214,10 +214,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         # A run saved on a machine with more GPUs resumes on the ones this machine has.
         torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
-
-
-def _state_on_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 def fit(
@@ -434,7 +430,7 @@ def fit(
     def checkpoint_payload(epoch: int, batch: int, seconds: float) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
-            "model": _state_on_cpu(model),
+            "model": state_on_cpu(model),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -578,7 +574,7 @@ def fit(
             if improved:
                 result.best_epoch = epoch + 1
                 result.best_val_accuracy, result.best_val_loss = metrics["val_accuracy"], metrics["val_loss"]
-                best_state = _state_on_cpu(averager.module if averager is not None else model)
+                best_state = state_on_cpu(averager.module if averager is not None else model)
                 if out is not None:
                     save_checkpoint(
                         out / "best.pt",
