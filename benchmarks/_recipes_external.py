@@ -122,8 +122,8 @@ def preimport() -> None:
         "matplotlib.pyplot",
         "torch_lr_finder",
         "tqdm.auto",
-        "superconv.lr_finder",
-        "superconv.suggest",
+        "superconv.finder.lr_finder",
+        "superconv.finder.suggest",
     ):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)

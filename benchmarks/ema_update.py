@@ -22,8 +22,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import device_label, machine_info
-from superconv.ema import WeightEMA
 from superconv.models import build_model
+from superconv.train.ema import WeightEMA
 
 
 def _sync(device: torch.device) -> None:

@@ -41,8 +41,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from superconv.lr_finder import LRFinder
-from superconv.suggest import DEFAULT_ESTIMATOR, ESTIMATORS
+from superconv.finder.lr_finder import LRFinder
+from superconv.finder.suggest import DEFAULT_ESTIMATOR, ESTIMATORS
 
 HERE = Path(__file__).resolve().parent
 FMNIST = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))

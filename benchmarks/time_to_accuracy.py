@@ -11,7 +11,7 @@ machine noise hits all of them:
 (2) ``fastai``: fastai's ``lr_find()`` (valley) + ``fit_one_cycle`` with its defaults (its Adam,
     fp32), fastai's DataLoader over the same torchvision datasets and transforms (skipped, with the
     reason, where fastai cannot be imported);
-(3) ``superconv``: ``superconv train``'s default recipe for the device (``superconv.recipes``, read at
+(3) ``superconv``: ``superconv train``'s default recipe for the device (``superconv.train.recipes``, read at
     run time): ``load_data`` (data resident on the device, on-device crop+flip) + ``fit`` (its range
     test, one cycle, bf16 autocast and channels_last where the hardware has them).
 
@@ -81,7 +81,7 @@ from superconv import Callback, fit
 from superconv.data import DEFAULT_FASHION_MNIST_DIR, load_data
 from superconv.device import resolve_precision, use_channels_last
 from superconv.models import build_model
-from superconv.recipes import Recipe, default_recipe
+from superconv.train.recipes import Recipe, default_recipe
 
 HERE = Path(__file__).resolve().parent
 RECIPES = ("seed", "fastai", "superconv")
@@ -126,7 +126,7 @@ def train_schedule_kwargs(preset: str) -> dict[str, Any]:
     The CLI expands the preset (so its ``div_factor`` wins over the range test's) and adds the momentum
     options' defaults; ``schedule_kwargs={"preset": ...}`` alone would train a slightly different schedule.
     """
-    from superconv.cli import shape_kwargs, train
+    from superconv.cli.main import shape_kwargs, train
 
     defaults = {p.name: p.default for p in train.params}
     shape_names = ("pct_start", "pct_down", "anneal_strategy", "div_factor", "final_div_factor", "three_phase")

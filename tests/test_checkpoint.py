@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from superconv.checkpoint import load_checkpoint, save_checkpoint
 from superconv.errors import CheckpointError
+from superconv.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _payload(step: int) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from superconv.cli import cli
+from superconv.cli.main import cli
 
 
 def test_schedule_prints_key_steps_and_writes_plot_and_json(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from superconv.cli import cli
+from superconv.cli.main import cli
 
 TINY = ["--dataset", "digits", "--batch-size", "64", "--width", "8", "--no-progress", "--precision", "fp32"]
 

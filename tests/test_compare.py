@@ -9,8 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from superconv.cli import cli
-from superconv.comparison import USUAL_DEFAULT_LR, compare
+from superconv.cli.main import cli
+from superconv.comparison.runner import USUAL_DEFAULT_LR, compare
 from superconv.data import load_data
 from superconv.errors import ConfigError
 from superconv.models import build_model

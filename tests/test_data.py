@@ -12,8 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from superconv import data as data_module
-from superconv import datasets as datasets_module
 from superconv.data import (
     DATASETS,
     DEFAULT_FASHION_MNIST_DIR,
@@ -23,6 +21,8 @@ from superconv.data import (
     load_data,
     read_idx,
 )
+from superconv.data import datasets as datasets_module
+from superconv.data import load as data_module
 from superconv.errors import ConfigError, DataError
 
 HAS_FASHION_MNIST = (DEFAULT_FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()

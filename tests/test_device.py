@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from superconv.data import load_data
+from superconv.data.loaders import TensorLoader
 from superconv.device import canonical_device, resolve_device, same_device
 from superconv.errors import ConfigError, DataError
-from superconv.loaders import TensorLoader
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from torch import nn
 
 from superconv import Callback, fit
 from superconv.data import load_data
-from superconv.ema import WeightEMA
 from superconv.errors import CheckpointError, ConfigError
 from superconv.models import build_model
-from superconv.training import FitState
+from superconv.train.ema import WeightEMA
+from superconv.train.trainer import FitState
 
 
 def _net() -> nn.Module:

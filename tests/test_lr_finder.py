@@ -19,7 +19,7 @@ from torch import nn
 
 from superconv import LRFinder, RangeTestResult
 from superconv.errors import ConfigError
-from superconv.lr_finder import MIN_NUM_ITER, _schedule, find_lr
+from superconv.finder.lr_finder import MIN_NUM_ITER, _schedule, find_lr
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -446,7 +446,7 @@ def test_find_lr_writes_what_is_asked(tmp_path: Path) -> None:
 
 
 def test_import_superconv_does_not_import_matplotlib() -> None:
-    code = "import sys, superconv, superconv.lr_finder; print('matplotlib' in sys.modules)"
+    code = "import sys, superconv, superconv.finder.lr_finder; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from superconv.errors import ConfigError
-from superconv.schedules import PRESETS, OneCycleSchedule
+from superconv.schedule.one_cycle import PRESETS, OneCycleSchedule
 
 configs = st.fixed_dictionaries(
     {

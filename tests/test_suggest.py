@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from superconv.errors import ConfigError
-from superconv.suggest import (
+from superconv.finder.suggest import (
     DEFAULT_ESTIMATOR,
     ESTIMATORS,
     MIN_POINTS,

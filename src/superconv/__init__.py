@@ -17,18 +17,18 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "OneCycleSchedule": "superconv.schedules",
-    "PRESETS": "superconv.schedules",
-    "OneCycleLR": "superconv.scheduler",
-    "total_steps": "superconv.steps",
-    "UpdateCounter": "superconv.steps",
-    "LRFinder": "superconv.lr_finder",
-    "RangeTestResult": "superconv.lr_finder",
-    "fit": "superconv.training",
-    "FitResult": "superconv.training",
-    "Callback": "superconv.callbacks",
-    "EarlyStopping": "superconv.callbacks",
-    "compare": "superconv.comparison",
+    "OneCycleSchedule": "superconv.schedule.one_cycle",
+    "PRESETS": "superconv.schedule.one_cycle",
+    "OneCycleLR": "superconv.schedule.scheduler",
+    "total_steps": "superconv.schedule.steps",
+    "UpdateCounter": "superconv.schedule.steps",
+    "LRFinder": "superconv.finder.lr_finder",
+    "RangeTestResult": "superconv.finder.lr_finder",
+    "fit": "superconv.train.trainer",
+    "FitResult": "superconv.train.trainer",
+    "Callback": "superconv.train.events",
+    "EarlyStopping": "superconv.train.events",
+    "compare": "superconv.comparison.runner",
 }
 
 __all__ = [
@@ -48,13 +48,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from superconv.callbacks import Callback, EarlyStopping
-    from superconv.comparison import compare
-    from superconv.lr_finder import LRFinder, RangeTestResult
-    from superconv.scheduler import OneCycleLR
-    from superconv.schedules import PRESETS, OneCycleSchedule
-    from superconv.steps import UpdateCounter, total_steps
-    from superconv.training import FitResult, fit
+    from superconv.comparison.runner import compare
+    from superconv.finder.lr_finder import LRFinder, RangeTestResult
+    from superconv.schedule.one_cycle import PRESETS, OneCycleSchedule
+    from superconv.schedule.scheduler import OneCycleLR
+    from superconv.schedule.steps import UpdateCounter, total_steps
+    from superconv.train.events import Callback, EarlyStopping
+    from superconv.train.trainer import FitResult, fit
 
 
 def __getattr__(name: str) -> Any:

@@ -1,3 +1,3 @@
-from superconv.cli import main
+from superconv.cli.main import main
 
 main()

@@ -58,7 +58,7 @@ def schedule_options(f: Any) -> Any:
 
 def shape_kwargs(preset: str | None, **opts: Any) -> dict[str, Any]:
     """Schedule keyword arguments: the preset's, overridden by whatever was given."""
-    from superconv.schedules import preset_kwargs
+    from superconv.schedule.one_cycle import preset_kwargs
 
     shape = preset_kwargs(preset) if preset else {}
     shape.update({k: v for k, v in opts.items() if v is not None})
@@ -100,8 +100,8 @@ def schedule(
 ) -> None:
     """Show the one-cycle schedule you will get, before training: key steps and a PNG plot."""
     from superconv import plots
-    from superconv.schedules import OneCycleSchedule
-    from superconv.steps import total_steps as count_steps
+    from superconv.schedule.one_cycle import OneCycleSchedule
+    from superconv.schedule.steps import total_steps as count_steps
 
     if total_steps is None and epochs is not None and batches is not None:
         total_steps = count_steps(epochs, batches, accumulation)
@@ -208,7 +208,7 @@ def _prepare(opts: dict[str, Any], **recipe_overrides: Any) -> tuple[Any, Any, A
     from superconv.data import load_data
     from superconv.device import resolve_device
     from superconv.models import build_model
-    from superconv.recipes import default_recipe, with_overrides
+    from superconv.train.recipes import default_recipe, with_overrides
 
     device = resolve_device(opts["device"])
     recipe = with_overrides(
@@ -301,8 +301,8 @@ def _plain(opts: dict[str, Any]) -> dict[str, Any]:
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when interactive).")
 def train(**opts: Any) -> None:
     """Train on a dataset with super-convergence: range test, one cycle, early stopping, test on the best."""
-    from superconv.report import write_run
-    from superconv.training import fit
+    from superconv.train.report import write_run
+    from superconv.train.trainer import fit
 
     resume_dir: Path | None = opts.pop("resume")
     if resume_dir is not None:
@@ -433,8 +433,8 @@ def find_lr_command(**opts: Any) -> None:
     import torch
 
     from superconv.device import resolve_precision
-    from superconv.lr_finder import find_lr
-    from superconv.training import make_optimizer
+    from superconv.finder.lr_finder import find_lr
+    from superconv.train.trainer import make_optimizer
 
     recipe, data, model, device = _prepare(opts)
     model.to(device)
@@ -512,9 +512,9 @@ def find_lr_command(**opts: Any) -> None:
 )
 def compare(**opts: Any) -> None:
     """Show super-convergence on your data: one-cycle vs tuned constant, step-decay and cosine baselines."""
-    from superconv.comparison import compare as run_compare
+    from superconv.comparison.runner import compare as run_compare
     from superconv.models import build_model
-    from superconv.report import write_json
+    from superconv.train.report import write_json
 
     schedules = [s.strip() for s in opts["schedules"].split(",") if s.strip()]
     recipe, data, _, device = _prepare(opts, epochs=opts["epochs"])

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from superconv.errors import ConfigError
 
 if TYPE_CHECKING:
-    from superconv.training import FitState
+    from superconv.train.trainer import FitState
 
 
 class Callback:

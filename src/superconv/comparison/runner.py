@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from superconv.baselines import ONE_CYCLE_SCHEDULES, SCHEDULES
-from superconv.callbacks import Callback
 from superconv.device import resolve_device, resolve_precision, use_channels_last
 from superconv.errors import ConfigError
-from superconv.training import FitResult, FitState, evaluate, fit
+from superconv.schedule.baselines import ONE_CYCLE_SCHEDULES, SCHEDULES
+from superconv.train.events import Callback
+from superconv.train.trainer import FitResult, FitState, evaluate, fit
 
 #: The usual default LR people start from, per optimizer (torch's AdamW default; SGD's classic 0.1).
 USUAL_DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.1}
@@ -237,7 +237,7 @@ def compare(
         epochs: One-cycle's budget in epochs.
         budget_factor: Baselines train ``budget_factor * epochs`` epochs.
         schedules: Baselines (and optional extra one-cycle variants) from
-            :data:`superconv.baselines.SCHEDULES`; ``"one-cycle"`` itself always runs.
+            :data:`superconv.schedule.baselines.SCHEDULES`; ``"one-cycle"`` itself always runs.
         optimizer: ``"adamw"`` or ``"sgd"``, the same for every schedule.
         seeds: Repeat everything for each seed; the table shows the mean.
         tune: Tune each baseline's LR on the grid (default). ``False`` uses the usual default only, and

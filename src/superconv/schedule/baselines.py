@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LRScheduler, MultiStepLR
 
 from superconv.errors import ConfigError
-from superconv.scheduler import OneCycleLR
+from superconv.schedule.scheduler import OneCycleLR
 
 SCHEDULES = ("one-cycle", "one-cycle-no-tail", "fastai", "constant", "step", "cosine")
 ONE_CYCLE_SCHEDULES = ("one-cycle", "one-cycle-no-tail", "fastai")

@@ -15,7 +15,7 @@ and fixes what users of the existing finders run into:
 * batches of any shape: ``(inputs, target)``, ``(x1, x2, ..., target)``, dicts for Hugging Face-style
   models that return ``.loss``, or anything with a ``loss_fn(model, batch)``;
 * the suggestion is read on the log-LR axis of the bias-corrected smoothed curve, by several
-  estimators (:mod:`superconv.suggest`), with a quality flag when the curve does not support one.
+  estimators (:mod:`superconv.finder.suggest`), with a quality flag when the curve does not support one.
 
 Example:
     >>> import torch
@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
-from superconv import suggest
 from superconv.errors import ConfigError
-from superconv.range_result import RangeTestResult, StopReason
-from superconv.snapshot import Snapshot
+from superconv.finder import suggest
+from superconv.finder.result import RangeTestResult, StopReason
+from superconv.finder.snapshot import Snapshot
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -242,7 +242,7 @@ class LRFinder:
                 (``torch.bfloat16`` or ``torch.float16``) on the model's device type.
             grad_scaler: A ``torch.amp.GradScaler``; overrides the constructor's. A step it skips (inf/NaN
                 gradients) is retried at the same LR with the next batch and not recorded.
-            estimator: Which estimator gives ``suggestion`` (see :mod:`superconv.suggest`).
+            estimator: Which estimator gives ``suggestion`` (see :mod:`superconv.finder.suggest`).
             progress: Show a tqdm progress bar; ``None``: only when stderr is a terminal.
 
         Returns:

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from superconv.checkpoint import state_on_cpu
 from superconv.errors import ConfigError
+from superconv.train.checkpoint import state_on_cpu
 
 __all__ = ["WeightEMA"]
 

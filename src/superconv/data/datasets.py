@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from superconv.data.loaders import _epoch_seed
 from superconv.errors import DataError
-from superconv.loaders import _epoch_seed
 
 __all__ = [
     "DATASETS",

@@ -161,7 +161,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not isinstance(payload, dict):
         raise CheckpointError(
             f"Expected the checkpoint {source} to hold a dict, but it holds a {type(payload).__qualname__}; "
-            "it was not written by superconv. Save one with superconv.checkpoint.save_checkpoint"
+            "it was not written by superconv. Save one with superconv.train.checkpoint.save_checkpoint"
         )
     return payload
 

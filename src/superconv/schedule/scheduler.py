@@ -16,14 +16,14 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from superconv.errors import ConfigError
-from superconv.schedules import (
+from superconv.schedule.one_cycle import (
     AnnealStrategy,
     OneCycleSchedule,
     bounds_kwargs,
     preset_kwargs,
     resolve_total_steps,
 )
-from superconv.steps import UpdateCounter
+from superconv.schedule.steps import UpdateCounter
 
 # Keys this scheduler owns in state_dict(); everything in it is a plain value.
 _STATE_KEYS = (

@@ -1,9 +1,9 @@
 """``load_data``: a dataset by name as train/val/test loaders on the device.
 
-The built-in datasets (:mod:`superconv.datasets`) become :class:`~superconv.loaders.TensorLoader`
+The built-in datasets (:mod:`superconv.data.datasets`) become :class:`~superconv.data.loaders.TensorLoader`
 splits, resident on the GPU when they fit in a quarter of its free memory (sized before anything
 is copied), else streamed from pinned host memory; ``imagefolder`` becomes
-:class:`~superconv.loaders.StreamLoader` splits over the user's own images.
+:class:`~superconv.data.loaders.StreamLoader` splits over the user's own images.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from superconv.datasets import (
+from superconv.data.datasets import (
     _FLIP,
     _STATS,
     DATASETS,
@@ -30,15 +30,15 @@ from superconv.datasets import (
     _load_fashion_mnist,
     read_idx,
 )
-from superconv.device import resolve_device
-from superconv.errors import ConfigError, DataError
-from superconv.loaders import (
+from superconv.data.loaders import (
     Loader,
     StreamLoader,
     TensorLoader,
     _check_positive_int,
     _epoch_seed,
 )
+from superconv.device import resolve_device
+from superconv.errors import ConfigError, DataError
 
 __all__ = [
     "DATASETS",

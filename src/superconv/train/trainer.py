@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from superconv.baselines import ONE_CYCLE_SCHEDULES, SCHEDULES, build_scheduler
-from superconv.callbacks import Callback, EarlyStopping
-from superconv.checkpoint import load_checkpoint, save_checkpoint, state_on_cpu
 from superconv.device import resolve_device, resolve_precision, use_channels_last
-from superconv.ema import WeightEMA
 from superconv.errors import CheckpointError, ConfigError
-from superconv.steps import total_steps as count_total_steps
+from superconv.schedule.baselines import ONE_CYCLE_SCHEDULES, SCHEDULES, build_scheduler
+from superconv.schedule.steps import total_steps as count_total_steps
+from superconv.train.checkpoint import load_checkpoint, save_checkpoint, state_on_cpu
+from superconv.train.ema import WeightEMA
+from superconv.train.events import Callback, EarlyStopping
 
 CHECKPOINT_FORMAT = "superconv-checkpoint-v1"
 MONITORS = ("val_accuracy", "val_loss")
@@ -265,7 +265,7 @@ def fit(
         momentum: SGD momentum / Adam beta1 when the schedule does not cycle it.
         label_smoothing: For the default cross-entropy criterion.
         criterion: Training loss; default ``nn.CrossEntropyLoss(label_smoothing=...)``.
-        schedule: One of :data:`superconv.baselines.SCHEDULES` (default ``"one-cycle"``).
+        schedule: One of :data:`superconv.schedule.baselines.SCHEDULES` (default ``"one-cycle"``).
         schedule_kwargs: Extra :class:`superconv.OneCycleLR` arguments (``preset``, ``pct_start``, ...).
         accumulation_steps: Batches per optimizer update.
         device: ``None``/"auto" picks cuda, mps, cpu.
@@ -278,7 +278,7 @@ def fit(
         tta: Average predictions with the horizontal flip at evaluation.
         ema: Decay per optimizer update of an exponential moving average of the weights (e.g. 0.99);
             when set, validation, the best checkpoint, the test and the returned model use the
-            averaged weights (:class:`superconv.ema.WeightEMA`). ``None``: off.
+            averaged weights (:class:`superconv.train.ema.WeightEMA`). ``None``: off.
         ema_every: Optimizer updates between EMA updates (the decay is compounded to match).
         out_dir: Where ``best.pt``, ``last.pt``, ``metrics.json``, ``epochs.csv`` and plots go.
         resume: Continue the run saved in ``out_dir/last.pt`` exactly where it stopped.
@@ -332,7 +332,7 @@ def fit(
     range_seconds = 0.0
     one_cycle_kwargs = dict(schedule_kwargs or {})
     if max_lr is None:
-        from superconv.lr_finder import LRFinder
+        from superconv.finder.lr_finder import LRFinder
 
         t0 = time.perf_counter()
         finder = LRFinder(forward_model, opt, criterion, device=dev)

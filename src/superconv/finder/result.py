@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from superconv import suggest
 from superconv.errors import ConfigError
+from superconv.finder import suggest
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -33,11 +33,11 @@ class RangeTestResult:
         losses: The raw loss of each recorded step (validation loss in validation mode); finite only.
         smoothed_losses: The bias-corrected EMA of ``losses`` that the test watched for divergence.
         curve: The curve the estimators read: the same EMA over the losses clipped a little above their
-            starting level (see :mod:`superconv.suggest`); empty when too short.
+            starting level (see :mod:`superconv.finder.suggest`); empty when too short.
         curve_lrs: The LR of each ``curve`` point: moved back by the EMA's lag, so the curve lines up
             with the raw losses.
         suggestion: The ``max_lr`` to hand to OneCycleLR (the ``estimator``'s value).
-        estimates: Every estimator's LR by name (:data:`superconv.suggest.ESTIMATORS`).
+        estimates: Every estimator's LR by name (:data:`superconv.finder.suggest.ESTIMATORS`).
         estimator: The estimator that gave ``suggestion``.
         quality: "ok", or "flat", "noisy", "no-descent", "too-short", "diverged-immediately"; when not
             "ok", ``suggestion`` is a guess and ``warning`` says why.

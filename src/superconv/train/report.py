@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from superconv.training import FitResult
+    from superconv.train.trainer import FitResult
 
 
 def write_json(path: Path, data: Any) -> Path:
