@@ -513,8 +513,8 @@ def find_lr_command(**opts: Any) -> None:
 def compare(**opts: Any) -> None:
     """Show super-convergence on your data: one-cycle vs tuned constant, step-decay and cosine baselines."""
     from superconv.comparison.runner import compare as run_compare
+    from superconv.files import write_json
     from superconv.models import build_model
-    from superconv.train.report import write_json
 
     schedules = [s.strip() for s in opts["schedules"].split(",") if s.strip()]
     recipe, data, _, device = _prepare(opts, epochs=opts["epochs"])

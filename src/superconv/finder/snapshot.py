@@ -8,15 +8,14 @@ afterwards (the finder does it in ``try/finally``). The copies are dropped as so
 from __future__ import annotations
 
 import copy
-import random
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
+
+from superconv import rng
 
 
 def _copy_to(obj: Any, device: torch.device | None) -> Any:
@@ -68,7 +67,7 @@ class Snapshot:
             "optimizer": _copy_to(optimizer.state_dict(), device),
             "scaler": _copy_to(scaler.state_dict(), None) if scaler is not None else None,
             "scheduler": _copy_to(scheduler.state_dict(), device) if scheduler is not None else None,
-            "rng": _rng_state(),
+            "rng": rng.capture(),
         }
         self.file: Path | None = None
         self.state: dict[str, Any] | None = state
@@ -104,35 +103,8 @@ class Snapshot:
             self.scaler.load_state_dict(state["scaler"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        rng.restore(state["rng"])
         self.state = None
         if self.file is not None:
             self.file.unlink(missing_ok=True)
             self.file = None
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "random": random.getstate(),
-        # numpy's key array as a tensor: the snapshot file then loads with weights_only=True.
-        "numpy": _numpy_state_to_plain(np.random.get_state()),
-    }
-    # Only touch CUDA if it is already in use: querying it would initialize it (slow, grabs memory).
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _numpy_state_to_plain(state: Any) -> tuple[Any, ...]:
-    name, keys, pos, has_gauss, cached = state
-    return (str(name), torch.from_numpy(np.array(keys, copy=True)), int(pos), int(has_gauss), float(cached))
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["random"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy(), pos, has_gauss, cached))
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])

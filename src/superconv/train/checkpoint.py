@@ -9,11 +9,8 @@ target path: a resumed run sees either the previous checkpoint or the new one.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import numpy as np
 import torch
 
 from superconv.errors import CheckpointError
+from superconv.files import atomic_write
 
 __all__ = ["load_checkpoint", "save_checkpoint", "state_on_cpu"]
 
@@ -96,36 +94,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             "weights_only=True; convert it first (e.g. .state_dict(), .tolist(), str(...))"
         ) from None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        atomic_write(target, lambda handle: torch.save(payload, handle))
     except OSError as exc:
         raise CheckpointError(
-            f"Cannot write a checkpoint to {target}: {exc}. Check that the directory is writable"
+            f"Could not write the checkpoint {target}: {exc}. The previous checkpoint (if any) is "
+            "intact; check free disk space and permissions, then save again"
         ) from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            # fsync before the rename: otherwise a power loss can leave the *renamed* file empty.
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:  # also KeyboardInterrupt: never leave the temp file behind
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            raise CheckpointError(
-                f"Could not write the checkpoint {target}: {exc}. The previous checkpoint (if any) is "
-                "intact; check free disk space and permissions, then save again"
-            ) from exc
-        raise
-    # Persist the rename itself (the directory entry); not possible on every platform.
-    with contextlib.suppress(OSError, AttributeError):
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

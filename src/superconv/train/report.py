@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
-import math
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from superconv.files import write_json
+
 if TYPE_CHECKING:
     from superconv.train.trainer import FitResult
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (temp file + rename), with NaN/inf as null."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_finite(data), indent=2)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def write_epochs_csv(path: Path, history: list[dict[str, float]]) -> Path:

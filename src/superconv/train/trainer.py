@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from superconv import rng
 from superconv.device import resolve_device, resolve_precision, use_channels_last
 from superconv.errors import CheckpointError, ConfigError
 from superconv.schedule.baselines import ONE_CYCLE_SCHEDULES, SCHEDULES, build_scheduler
@@ -200,20 +201,6 @@ def evaluate(
     if count == 0:
         raise ConfigError("The evaluation loader yielded no batches: give it at least one example")
     return loss_sum.item() / count, correct.item() / count
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():  # a CPU run on a GPU machine stays off CUDA
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        # A run saved on a machine with more GPUs resumes on the ones this machine has.
-        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
 def fit(
@@ -423,7 +410,7 @@ def fit(
         elapsed_before = float(ckpt.get("train_seconds", 0.0))
         if out is not None and (out / "best.pt").exists():
             best_state = load_checkpoint(out / "best.pt")["model"]
-        _set_rng_state(ckpt["rng"])
+        rng.restore(ckpt["rng"])
         if verbose:
             print(f"Resuming {out} at epoch {start_epoch + 1}, batch {start_batch} (update {state.step}/{total})")
 
@@ -449,7 +436,7 @@ def fit(
                 "val_accuracy": result.best_val_accuracy,
                 "val_loss": result.best_val_loss,
             },
-            "rng": _rng_state(),
+            "rng": rng.capture(),
             "config": config or {},
             "train_seconds": seconds,
             "range_test_seconds": result.range_test_seconds,
