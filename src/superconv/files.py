@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
     """Call ``write(handle)`` on a temporary file next to ``path``, then move it over ``path``.
 
     Parent folders are created. On any failure (also Ctrl-C) the temporary file is removed and the previous
