@@ -14,7 +14,7 @@ from superconv.data import load_data
 from superconv.errors import CheckpointError, ConfigError
 from superconv.models import build_model
 from superconv.train.ema import WeightEMA
-from superconv.train.trainer import FitState
+from superconv.train.state import FitState
 
 
 def _net() -> nn.Module:

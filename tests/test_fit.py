@@ -14,7 +14,7 @@ from superconv import Callback, EarlyStopping, fit
 from superconv.data import load_data
 from superconv.errors import CheckpointError, ConfigError
 from superconv.models import build_model
-from superconv.train.trainer import FitState
+from superconv.train.state import FitState
 
 
 def _data(batch_size: int = 64, **kw):

@@ -25,9 +25,9 @@ _EXPORTS: dict[str, str] = {
     "LRFinder": "superconv.finder.lr_finder",
     "RangeTestResult": "superconv.finder.lr_finder",
     "fit": "superconv.train.trainer",
-    "FitResult": "superconv.train.trainer",
+    "FitResult": "superconv.train.state",
     "Callback": "superconv.train.events",
-    "EarlyStopping": "superconv.train.events",
+    "EarlyStopping": "superconv.train.early_stopping",
     "compare": "superconv.comparison.runner",
 }
 
@@ -53,8 +53,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from superconv.schedule.one_cycle import PRESETS, OneCycleSchedule
     from superconv.schedule.scheduler import OneCycleLR
     from superconv.schedule.steps import UpdateCounter, total_steps
-    from superconv.train.events import Callback, EarlyStopping
-    from superconv.train.trainer import FitResult, fit
+    from superconv.train.early_stopping import EarlyStopping
+    from superconv.train.events import Callback
+    from superconv.train.state import FitResult
+    from superconv.train.trainer import fit
 
 
 def __getattr__(name: str) -> Any:

@@ -434,7 +434,7 @@ def find_lr_command(**opts: Any) -> None:
 
     from superconv.device import resolve_precision
     from superconv.finder.lr_finder import find_lr
-    from superconv.train.trainer import make_optimizer
+    from superconv.train.optim import make_optimizer
 
     recipe, data, model, device = _prepare(opts)
     model.to(device)

@@ -26,8 +26,10 @@ from torch import nn
 from superconv.device import resolve_device, resolve_precision, use_channels_last
 from superconv.errors import ConfigError
 from superconv.schedule.baselines import ONE_CYCLE_SCHEDULES, SCHEDULES
+from superconv.train.evaluation import evaluate
 from superconv.train.events import Callback
-from superconv.train.trainer import FitResult, FitState, evaluate, fit
+from superconv.train.state import FitResult, FitState
+from superconv.train.trainer import fit
 
 #: The usual default LR people start from, per optimizer (torch's AdamW default; SGD's classic 0.1).
 USUAL_DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.1}

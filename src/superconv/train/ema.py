@@ -23,15 +23,19 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from superconv.errors import ConfigError
+from superconv.train.events import Callback
+
+if TYPE_CHECKING:
+    from superconv.train.state import FitState
 from superconv.train.checkpoint import state_on_cpu
 
-__all__ = ["WeightEMA"]
+__all__ = ["EMAHandler", "WeightEMA"]
 
 
 class WeightEMA:
@@ -119,3 +123,30 @@ class WeightEMA:
             )
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
+
+
+class EMAHandler(Callback):
+    """Folds the weights into a :class:`WeightEMA` after every optimizer update; validation and the best
+    checkpoint then use the average (``state.eval_model``)."""
+
+    state_key = "ema"
+
+    def __init__(self, ema: WeightEMA) -> None:
+        self.ema = ema
+        self.resume_hint = (
+            f"this run has ema={ema.decay} but the saved run trained without an EMA; resume it with ema=None "
+            "(superconv train --resume DIR --no-ema)"
+        )
+
+    def on_fit_start(self, state: FitState) -> None:
+        state.eval_model = self.ema.module
+
+    def on_batch_end(self, state: FitState) -> None:
+        if state.updated:
+            self.ema.update(state.step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.ema.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ema.load_state_dict(state)

@@ -1,22 +1,48 @@
-"""Hooks into :func:`superconv.fit`, and early stopping.
+"""The one event interface of the training loop: :class:`Callback`, and :class:`Events`, which calls them in order.
 
-A callback is a small object with optional methods; ``fit`` calls the ones it has. Per-batch hooks
-get no Python floats (that would force a device sync every step): read tensors only when needed.
+Everything around the loop is a handler on these events: the schedule recorder, the weight EMA, the NaN guard,
+the best checkpoint, early stopping, the run's checkpoints, progress bars and the epoch table; a user's own
+callback is one more. The loop fires, in this order::
+
+    on_fit_start
+    per epoch:  on_epoch_start, on_batch_end (every batch), on_train_epoch_end, [validation], on_epoch_end
+    on_fit_end  (training is over; the best weights are restored and tested after it)
+
+Per-batch hooks get no Python floats (that would force a device sync every step): read tensors only when
+needed. Example, a handler that logs the LR of every optimizer update to a CSV file::
+
+    class LRLog(superconv.Callback):
+        def __init__(self, path):
+            self.path, self.rows = path, []
+
+        def on_batch_end(self, state):
+            if state.updated:  # the batch ended an optimizer update
+                self.rows.append(f"{state.step},{state.applied_lr}")
+
+        def on_fit_end(self, state):
+            Path(self.path).write_text("step,lr\\n" + "\\n".join(self.rows) + "\\n")
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from superconv.errors import ConfigError
-
 if TYPE_CHECKING:
-    from superconv.train.trainer import FitState
+    from superconv.train.state import FitState
+
+EVENTS = ("on_fit_start", "on_epoch_start", "on_batch_end", "on_train_epoch_end", "on_epoch_end", "on_fit_end")
 
 
 class Callback:
-    """Base class: override what you need. ``state.stop_training = True`` ends the run after the epoch."""
+    """Base class: override what you need.
+
+    ``state.stop_training = True`` ends the run after the current epoch; ``state.stop(reason, message)`` ends it
+    at the next optimizer update. A handler whose state must survive a resume sets ``state_key`` and implements
+    ``state_dict()`` / ``load_state_dict()`` (plain data); the run's checkpoints then carry it.
+    """
+
+    state_key: str | None = None
 
     def on_fit_start(self, state: FitState) -> None: ...
 
@@ -24,66 +50,37 @@ class Callback:
 
     def on_batch_end(self, state: FitState) -> None: ...
 
+    def on_train_epoch_end(self, state: FitState) -> None: ...
+
     def on_epoch_end(self, state: FitState, metrics: dict[str, float]) -> None: ...
 
     def on_fit_end(self, state: FitState) -> None: ...
 
-
-class EarlyStopping:
-    """Stop when the monitored metric has not improved for ``patience`` epochs in a row.
-
-    The counter counts epochs *without* improvement and resets to zero on every improvement
-    (the seed document had it the other way round).
-
-    Args:
-        patience: Epochs without improvement to tolerate before stopping (>= 1).
-        mode: ``"max"`` for accuracy-like metrics, ``"min"`` for losses.
-        min_delta: How much better than the best counts as an improvement.
-
-    Example:
-        >>> stopper = EarlyStopping(patience=2)
-        >>> [stopper.update(a) for a in (0.5, 0.6, 0.6, 0.59)]
-        [False, False, False, True]
-    """
-
-    def __init__(self, patience: int, mode: str = "max", min_delta: float = 0.0) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ConfigError(f"Expected patience to be a positive integer (epochs), but got {patience!r}")
-        if mode not in ("max", "min"):
-            raise ConfigError(f"Expected mode to be 'max' or 'min', but got {mode!r}")
-        if not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta) or min_delta < 0:
-            raise ConfigError(f"Expected min_delta to be a non-negative number, but got {min_delta!r}")
-        self.patience = patience
-        self.mode = mode
-        self.min_delta = float(min_delta)
-        self.best: float | None = None
-        self.epochs_without_improvement = 0
-
-    def improved(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        if self.mode == "max":
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
-
-    def update(self, value: float) -> bool:
-        """Record one epoch's metric; True means: stop now."""
-        if math.isfinite(value) and self.improved(value):
-            self.best = value
-            self.epochs_without_improvement = 0
-        else:
-            self.epochs_without_improvement += 1
-        return self.epochs_without_improvement >= self.patience
-
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "patience": self.patience,
-            "mode": self.mode,
-            "min_delta": self.min_delta,
-            "best": self.best,
-            "epochs_without_improvement": self.epochs_without_improvement,
-        }
+        return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best = state["best"]
-        self.epochs_without_improvement = int(state["epochs_without_improvement"])
+        return None
+
+
+class Events:
+    """Calls each event's handlers in the order given, skipping those that do not override it."""
+
+    def __init__(self, handlers: Sequence[Callback]) -> None:
+        self.handlers = list(handlers)
+        # Only the handlers that override an event are called: a per-batch event costs nothing for the rest.
+        self._bound = {event: [getattr(h, event) for h in self.handlers if _overrides(h, event)] for event in EVENTS}
+
+    def fire(self, event: str, state: FitState, *args: Any) -> None:
+        for method in self._bound[event]:
+            method(state, *args)
+
+    def stateful(self) -> dict[str, Callback]:
+        """The handlers whose state a checkpoint carries, by their ``state_key``."""
+        return {h.state_key: h for h in self.handlers if h.state_key}
+
+
+def _overrides(handler: Any, event: str) -> bool:
+    method = getattr(type(handler), event, None)
+    # Duck-typed callbacks (not subclasses of Callback) count when they define the method.
+    return method is not None and method is not getattr(Callback, event)

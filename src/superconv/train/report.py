@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from superconv.files import write_json
 
 if TYPE_CHECKING:
-    from superconv.train.trainer import FitResult
+    from superconv.train.state import FitResult
 
 
 def write_epochs_csv(path: Path, history: list[dict[str, float]]) -> Path:

@@ -1,0 +1,58 @@
+"""Evaluation: mean cross-entropy and accuracy of a classifier over a loader, accumulated on the device."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from superconv.errors import ConfigError
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` for ``dtype`` on ``device``'s type; a no-op for fp32 (``None``)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Any],
+    device: torch.device,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    tta: bool = False,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over ``loader``, accumulated on the device (one sync at the end).
+
+    ``tta`` averages the logits of each image and its horizontal flip (only for data a flip does not change
+    the label of).
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
+    for inputs, labels in loader:
+        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if channels_last and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with autocast(device, autocast_dtype):
+            logits = model(inputs)
+            if tta:
+                logits = logits + model(inputs.flip(-1))
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+        count += labels.shape[0]
+    model.train(was_training)
+    if count == 0:
+        raise ConfigError("The evaluation loader yielded no batches: give it at least one example")
+    return loss_sum.item() / count, correct.item() / count

@@ -1,0 +1,135 @@
+"""The training loop: epochs of batches, one optimizer update per ``accumulation_steps`` batches.
+
+Everything else (EMA, NaN guard, checkpoints, early stopping, progress, the table) is a handler on the events
+of :mod:`superconv.train.events`. Batches arrive on the device; losses and accuracies accumulate as device
+tensors, so the loop itself never waits for the device.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+from superconv.train.evaluation import evaluate
+from superconv.train.events import Events
+from superconv.train.optim import first_group_momentum
+from superconv.train.state import FitState
+
+
+def run(state: FitState, events: Events) -> None:
+    """Train from ``state.epoch`` (and ``state.start_batch``) to ``state.epochs`` or until a handler stops."""
+    events.fire("on_fit_start", state)
+    state.clock.start()
+    while state.epoch < state.epochs and state.stop_reason is None and not state.stop_training:
+        events.fire("on_epoch_start", state)
+        meter = EpochMeter(state.device)
+        skip, state.start_batch = state.start_batch, 0
+        for index, (inputs, labels) in epoch_batches(state.train_loader, state.epoch, skip):
+            train_batch(state, index, inputs, labels, meter)
+            state.batch = index + 1
+            events.fire("on_batch_end", state)
+            if state.stop_reason is not None and state.updated:
+                break
+        events.fire("on_train_epoch_end", state)
+        if state.stop_reason is not None:
+            break
+        metrics = meter.metrics(state)
+        metrics.update(validate(state))
+        metrics["seconds"] = state.clock()
+        state.history.append(metrics)
+        events.fire("on_epoch_end", state, metrics)
+        state.epoch += 1
+    events.fire("on_fit_end", state)
+
+
+def epoch_batches(loader: Iterable[Any], epoch: int, skip: int) -> Iterator[tuple[int, Any]]:
+    """``(batch index, batch)`` for one epoch, starting at batch ``skip`` (a resumed run).
+
+    The loader's order must be a function of the epoch (``set_epoch``) for a resume to be exact; superconv's
+    loaders can also start at a batch without producing the skipped ones.
+    """
+    set_epoch = getattr(loader, "set_epoch", None)
+    if set_epoch is not None and skip and "start_batch" in inspect.signature(set_epoch).parameters:
+        set_epoch(epoch, start_batch=skip)
+        return enumerate(loader, start=skip)
+    if set_epoch is not None:
+        set_epoch(epoch)
+    return itertools.islice(enumerate(loader), skip, None)
+
+
+def train_batch(state: FitState, index: int, inputs: torch.Tensor, labels: torch.Tensor, meter: EpochMeter) -> None:
+    """Forward and backward one batch; the optimizer update when it completes an accumulation window."""
+    inputs = inputs.to(state.device, non_blocking=True)
+    labels = labels.to(state.device, non_blocking=True)
+    if state.channels_last and inputs.ndim == 4:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    assert state.forward_model is not None
+    with state.autocast():
+        logits = state.forward_model(inputs)
+        loss = state.criterion(logits, labels)
+    accumulation = state.accumulation_steps
+    scaled = loss / accumulation if accumulation > 1 else loss
+    (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
+    state.loss = loss.detach()
+    meter.add(state.loss, logits, labels)
+    state.updated = (index + 1) % accumulation == 0 or index + 1 == state.batches_per_epoch
+    if state.updated:
+        optimizer_update(state)
+
+
+def optimizer_update(state: FitState) -> None:
+    """One optimizer update at the scheduled LR, then the schedule's next value."""
+    optimizer = state.optimizer
+    state.applied_lr = float(optimizer.param_groups[0]["lr"])
+    state.applied_momentum = first_group_momentum(optimizer)
+    if state.scaler is not None:
+        state.scaler.step(optimizer)
+        state.scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    state.scheduler.step()
+    state.step += 1
+
+
+def validate(state: FitState) -> dict[str, float]:
+    """Validation loss and accuracy of ``state.eval_model`` (empty without a validation loader)."""
+    if state.val_loader is None:
+        return {}
+    assert state.eval_model is not None
+    loss, accuracy = evaluate(
+        state.eval_model,
+        state.val_loader,
+        state.device,
+        autocast_dtype=state.autocast_dtype,
+        channels_last=state.channels_last,
+        tta=state.tta,
+    )
+    return {"val_loss": loss, "val_accuracy": accuracy}
+
+
+class EpochMeter:
+    """The epoch's training loss and accuracy, summed on the device (read once, at the epoch's end)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss_sum += loss.float() * labels.shape[0]
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        self.seen += labels.shape[0]
+
+    def metrics(self, state: FitState) -> dict[str, float]:
+        return {
+            "epoch": state.epoch + 1,
+            "step": state.step,
+            "lr": float(state.optimizer.param_groups[0]["lr"]),
+            "train_loss": self.loss_sum.item() / max(self.seen, 1),
+            "train_accuracy": self.correct.item() / max(self.seen, 1),
+        }
