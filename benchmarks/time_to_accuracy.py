@@ -126,7 +126,8 @@ def train_schedule_kwargs(preset: str) -> dict[str, Any]:
     The CLI expands the preset (so its ``div_factor`` wins over the range test's) and adds the momentum
     options' defaults; ``schedule_kwargs={"preset": ...}`` alone would train a slightly different schedule.
     """
-    from superconv.cli.main import shape_kwargs, train
+    from superconv.cli.options import shape_kwargs
+    from superconv.cli.train_cmd import train
 
     defaults = {p.name: p.default for p in train.params}
     shape_names = ("pct_start", "pct_down", "anneal_strategy", "div_factor", "final_div_factor", "three_phase")

@@ -1,0 +1,159 @@
+"""Options shared by several commands: the one-cycle shape, and data/model/optimizer/device; and the set-up they
+drive (recipe, data, model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def schedule_options(f: Any) -> Any:
+    """The one-cycle shape options, shared by `schedule`, `train` and `compare`."""
+    options = [
+        click.option(
+            "--preset",
+            type=click.Choice(["torch", "smith", "fastai"]),
+            default=None,
+            help="Named shape (default: superconv's training default, or torch's for `schedule`).",
+        ),
+        click.option("--pct-start", type=float, default=None, help="Fraction of the run warming up."),
+        click.option(
+            "--pct-down",
+            type=float,
+            default=None,
+            help="Three-phase: fraction going back down to the initial LR (rest: annihilation).",
+        ),
+        click.option("--anneal", "anneal_strategy", type=click.Choice(["cos", "linear"]), default=None),
+        click.option("--div-factor", type=float, default=None, help="initial_lr = max_lr / div_factor."),
+        click.option("--final-div-factor", type=float, default=None, help="final_lr = initial_lr / this."),
+        click.option("--three-phase/--two-phase", default=None, help="Smith's shape with the tail, or torch's."),
+        click.option("--base-momentum", type=float, default=0.85, show_default=True),
+        click.option("--max-momentum", type=float, default=0.95, show_default=True),
+        click.option("--cycle-momentum/--no-cycle-momentum", default=True, show_default=True),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def shape_kwargs(preset: str | None, **opts: Any) -> dict[str, Any]:
+    """Schedule keyword arguments: the preset's, overridden by whatever was given."""
+    from superconv.schedule.one_cycle import preset_kwargs
+
+    shape = preset_kwargs(preset) if preset else {}
+    shape.update({k: v for k, v in opts.items() if v is not None})
+    return shape
+
+
+DATASET_CHOICES = ["fashion-mnist", "cifar10", "digits", "imagefolder"]
+
+
+def data_model_options(f: Any) -> Any:
+    """What a practitioner changes: data, model, optimizer, device. Shared by train, find-lr, compare."""
+    options = [
+        click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="fashion-mnist", show_default=True),
+        click.option(
+            "--data-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Where the data is (imagefolder: class-per-folder images, with or without train/val).",
+        ),
+        click.option(
+            "--subset",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Use only this many training examples (quick runs).",
+        ),
+        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True),
+        click.option(
+            "--image-size",
+            type=click.IntRange(min=8),
+            default=None,
+            help="Square input side (imagefolder default 224).",
+        ),
+        click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers (imagefolder)."),
+        click.option(
+            "--model",
+            default=None,
+            help="resnet-small, cnn, or a torchvision model name (mobilenet_v2, resnet18, ...).",
+        ),
+        click.option("--width", type=click.IntRange(min=1), default=None, help="Built-in models' base width."),
+        click.option(
+            "--pretrained",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Local weights file for the model; its classifier head is replaced.",
+        ),
+        click.option(
+            "--optimizer",
+            type=click.Choice(["adamw", "sgd"]),
+            default=None,
+            help="AdamW (default) or SGD with Nesterov momentum.",
+        ),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=None),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+            default="auto",
+            show_default=True,
+        ),
+        click.option(
+            "--channels-last/--no-channels-last",
+            default=None,
+            help="Memory format for convolutions (default: on for GPUs and bf16 CPUs).",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def prepare(opts: dict[str, Any], **recipe_overrides: Any) -> tuple[Any, Any, Any, Any]:
+    """Resolve the recipe, then load the data and build the model (imports the heavy parts)."""
+    import torch
+
+    from superconv.data import load_data
+    from superconv.device import resolve_device
+    from superconv.models import build_model
+    from superconv.train.recipes import default_recipe, with_overrides
+
+    device = resolve_device(opts["device"])
+    recipe = with_overrides(
+        default_recipe(device.type),
+        model=opts["model"],
+        width=opts["width"],
+        batch_size=opts["batch_size"],
+        optimizer=opts["optimizer"],
+        weight_decay=opts["weight_decay"],
+        **recipe_overrides,
+    )
+    torch.manual_seed(opts["seed"])
+    data = load_data(
+        opts["dataset"],
+        data_dir=opts["data_dir"],
+        batch_size=recipe.batch_size,
+        val_fraction=opts["val_fraction"],
+        device=device,
+        seed=opts["seed"],
+        subset=opts["subset"],
+        num_workers=opts["workers"],
+        image_size=opts["image_size"],
+    )
+    model = build_model(
+        recipe.model,
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+        width=recipe.width,
+        pretrained=opts["pretrained"],
+    )
+    return recipe, data, model, device
+
+
+def plain(opts: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}
