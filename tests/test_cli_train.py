@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from superconv.cli.main import cli
+from superconv.cli.options import shape_kwargs
 
 TINY = ["--dataset", "digits", "--batch-size", "64", "--width", "8", "--no-progress", "--precision", "fp32"]
 
@@ -34,6 +35,16 @@ def test_train_writes_the_run_directory(tmp_path: Path) -> None:
     for png in ("lr_finder.png", "schedule.png", "curves.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
     assert "model" in torch.load(out / "best.pt", weights_only=True)
+    # one rule for the shape, as in the library: the range test's div_factor, since none was given
+    finder = json.loads((out / "lr_finder.json").read_text())
+    first_lr = torch.load(out / "last.pt", weights_only=True)["schedule"]["lrs"][0]
+    assert first_lr == pytest.approx(metrics["max_lr"] / finder["div_factor"])
+
+
+def test_the_cli_passes_the_preset_by_name_so_the_range_tests_shape_applies() -> None:
+    # Expanding the preset here would pass its div_factor explicitly and override the range test's.
+    assert shape_kwargs("torch", div_factor=None, pct_start=None) == {"preset": "torch"}
+    assert shape_kwargs("smith", div_factor=10.0) == {"preset": "smith", "div_factor": 10.0}
 
 
 def test_train_with_given_lr_sgd_and_smith_shape(tmp_path: Path) -> None:

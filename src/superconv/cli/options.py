@@ -39,10 +39,12 @@ def schedule_options(f: Any) -> Any:
 
 
 def shape_kwargs(preset: str | None, **opts: Any) -> dict[str, Any]:
-    """Schedule keyword arguments: the preset's, overridden by whatever was given."""
-    from superconv.schedule.one_cycle import preset_kwargs
+    """Schedule keyword arguments: the preset by name, and only the options that were given.
 
-    shape = preset_kwargs(preset) if preset else {}
+    The preset is not expanded here, so the rule is the library's: an explicit option wins, then the range
+    test's recommendation (its ``div_factor``), then the preset.
+    """
+    shape: dict[str, Any] = {"preset": preset} if preset else {}
     shape.update({k: v for k, v in opts.items() if v is not None})
     return shape
 

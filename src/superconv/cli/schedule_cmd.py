@@ -55,7 +55,9 @@ def schedule(
         total_steps = count_steps(epochs, batches, accumulation)
     if total_steps is None:
         raise ConfigError("Missing the run's length: pass --total-steps, or --epochs and --batches")
-    sched = OneCycleSchedule(max_lr=max_lr, total_steps=total_steps, **shape_kwargs(preset or "torch", **opts))
+    sched = OneCycleSchedule.from_preset(
+        preset or "torch", max_lr=max_lr, total_steps=total_steps, **shape_kwargs(None, **opts)
+    )
     rows = []
     click.echo(f"{'step':>8}  {'point':<16} {'lr':>12}  {'momentum':>9}")
     for name, step in sched.key_steps():

@@ -138,6 +138,9 @@ class Checkpointer(Callback):
             **{key: handler.state_dict() for key, handler in self.stateful.items()},
             "epoch": epoch,
             "batch": batch,
+            # mid-epoch: the epoch's training loss/accuracy sums so far, so its metrics cover the whole epoch
+            "meter": state.meter.state_dict() if batch and state.meter is not None else None,
+            "skipped_steps": state.skipped_steps,
             "step": state.step,
             "total_steps": state.total_steps,
             "max_lr": state.max_lr,
@@ -171,6 +174,12 @@ class Checkpointer(Callback):
                 raise CheckpointError(f"Cannot resume from {self.path}: {handler.resume_hint}")  # type: ignore[attr-defined]
         state.history.extend(ckpt["history"])
         state.step, state.epoch, state.start_batch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch"])
+        state.skipped_steps = int(ckpt.get("skipped_steps", 0))
+        if ckpt.get("meter") is not None:
+            from superconv.train.loop import EpochMeter
+
+            state.meter = EpochMeter(state.device)
+            state.meter.load_state_dict(ckpt["meter"])
         state.clock.before = float(ckpt.get("train_seconds", 0.0))
         if state.result is not None:
             state.result.range_test_seconds = float(ckpt.get("range_test_seconds", 0.0))

@@ -26,8 +26,10 @@ def run(state: FitState, events: Events) -> None:
     state.clock.start()
     while state.epoch < state.epochs and state.stop_reason is None and not state.stop_training:
         events.fire("on_epoch_start", state)
-        meter = EpochMeter(state.device)
         skip, state.start_batch = state.start_batch, 0
+        if not skip or state.meter is None:  # a run resumed mid-epoch keeps the epoch's sums so far
+            state.meter = EpochMeter(state.device)
+        meter = state.meter
         for index, (inputs, labels) in epoch_batches(state.train_loader, state.epoch, skip):
             train_batch(state, index, inputs, labels, meter)
             state.batch = index + 1
@@ -62,7 +64,11 @@ def epoch_batches(loader: Iterable[Any], epoch: int, skip: int) -> Iterator[tupl
 
 
 def train_batch(state: FitState, index: int, inputs: torch.Tensor, labels: torch.Tensor, meter: EpochMeter) -> None:
-    """Forward and backward one batch; the optimizer update when it completes an accumulation window."""
+    """Forward and backward one batch; the optimizer update when it completes an accumulation window.
+
+    Each loss is divided by the size of its accumulation window, so the update applies the mean gradient of the
+    window's batches, also for the shorter last window of an epoch.
+    """
     inputs = inputs.to(state.device, non_blocking=True)
     labels = labels.to(state.device, non_blocking=True)
     if state.channels_last and inputs.ndim == 4:
@@ -71,29 +77,41 @@ def train_batch(state: FitState, index: int, inputs: torch.Tensor, labels: torch
     with state.autocast():
         logits = state.forward_model(inputs)
         loss = state.criterion(logits, labels)
-    accumulation = state.accumulation_steps
-    scaled = loss / accumulation if accumulation > 1 else loss
+    accumulation, batches = state.accumulation_steps, state.batches_per_epoch
+    window = min(accumulation, batches - index + index % accumulation)
+    scaled = loss / window if window > 1 else loss
     (state.scaler.scale(scaled) if state.scaler is not None else scaled).backward()
     state.loss = loss.detach()
     meter.add(state.loss, logits, labels)
-    state.updated = (index + 1) % accumulation == 0 or index + 1 == state.batches_per_epoch
-    if state.updated:
-        optimizer_update(state)
+    window_end = (index + 1) % accumulation == 0 or index + 1 == batches
+    state.updated = window_end and optimizer_update(state)
 
 
-def optimizer_update(state: FitState) -> None:
-    """One optimizer update at the scheduled LR, then the schedule's next value."""
+def optimizer_update(state: FitState) -> bool:
+    """One optimizer update at the scheduled LR, then the schedule's next value.
+
+    Returns False when the GradScaler skipped the update (inf/NaN gradients in fp16): then neither the schedule
+    nor ``state.step`` advances, so every schedule counts real updates only.
+    """
     optimizer = state.optimizer
     state.applied_lr = float(optimizer.param_groups[0]["lr"])
     state.applied_momentum = first_group_momentum(optimizer)
     if state.scaler is not None:
+        assert state.update_counter is not None
+        before = state.update_counter.count
         state.scaler.step(optimizer)
         state.scaler.update()
+        stepped = state.update_counter.count != before
     else:
         optimizer.step()
+        stepped = True
     optimizer.zero_grad(set_to_none=True)
+    if not stepped:
+        state.skipped_steps += 1
+        return False
     state.scheduler.step()
     state.step += 1
+    return True
 
 
 def validate(state: FitState) -> dict[str, float]:
@@ -119,6 +137,14 @@ class EpochMeter:
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.seen = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum.item(), "correct": int(self.correct.item()), "seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss_sum.fill_(state["loss_sum"])
+        self.correct.fill_(state["correct"])
+        self.seen = int(state["seen"])
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.loss_sum += loss.float() * labels.shape[0]

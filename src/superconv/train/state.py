@@ -42,6 +42,7 @@ class FitResult:
     momentums: list[float | None] = field(default_factory=list, repr=False)
     range_test: Any = field(default=None, repr=False)
     checkpoint: str | None = None
+    skipped_steps: int = 0  # optimizer updates the GradScaler skipped (fp16: inf/NaN gradients)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -111,6 +112,9 @@ class FitState:
     applied_momentum: float | None = None
     stop_reason: str | None = None  # "interrupted", "diverged", ...: the run ends at the next update boundary
     improved: bool = False  # whether the last epoch improved the monitored validation metric
+    skipped_steps: int = 0  # updates the GradScaler skipped (fp16: inf/NaN gradients)
+    update_counter: Any = None  # counts the optimizer's real updates when a GradScaler may skip some
+    meter: Any = None  # the current epoch's training loss/accuracy sums (superconv.train.loop.EpochMeter)
     clock: Clock = field(default_factory=Clock)
     result: FitResult | None = None
 

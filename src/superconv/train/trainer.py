@@ -20,6 +20,7 @@ from torch import nn
 from superconv.device import resolve_device, resolve_precision, use_channels_last
 from superconv.errors import ConfigError
 from superconv.schedule.baselines import ONE_CYCLE_SCHEDULES, build_scheduler
+from superconv.schedule.steps import UpdateCounter
 from superconv.schedule.steps import total_steps as count_total_steps
 from superconv.train import loop
 from superconv.train.checkpointing import BestCheckpoint, Checkpointer, load_last
@@ -83,7 +84,7 @@ def fit(
         A :class:`FitResult`; ``model`` holds the best (or final) weights.
     """
     options = FitOptions.pick(locals())
-    _check_loader(train_loader)
+    _check_loaders(train_loader, val_loader, options)
     saved = load_last(options.out) if options.resume and options.out is not None else None
     state = _prepare(model, train_loader, val_loader, options, saved)
     with GracefulStop() as signals:
@@ -102,7 +103,12 @@ def _resume(state: FitState, events: Events, saved: dict[str, Any], options: Fit
               f"(update {state.step}/{saved['total_steps']})")  # fmt: skip
 
 
-def _check_loader(train_loader: Any) -> None:
+def _check_loaders(train_loader: Any, val_loader: Any, options: FitOptions) -> None:
+    if options.patience is not None and val_loader is None:
+        raise ConfigError(
+            f"patience={options.patience} needs a val_loader: early stopping watches the validation "
+            f"{options.monitor.removeprefix('val_')}; pass val_loader, or patience=None"
+        )
     if not isinstance(train_loader, Sized):
         raise ConfigError("train_loader must have a length (len(train_loader) batches per epoch) to size the schedule")
     if len(train_loader) == 0:
@@ -137,6 +143,7 @@ def _prepare(
             f"accumulation_steps={options.accumulation_steps}): train longer or use a smaller batch size"
         )
     scheduler = build_scheduler(options.schedule, setup.optimizer, max_lr, total, **shape)
+    counter = UpdateCounter(setup.optimizer) if setup.scaler is not None else None
     precision = PRECISION_NAMES[setup.autocast_dtype]
     result = FitResult(
         history=[], max_lr=max_lr, epochs=0, steps=0, device=str(setup.device), precision=precision,
@@ -149,6 +156,7 @@ def _prepare(
         val_loader=val_loader, criterion=setup.criterion, scaler=setup.scaler, autocast_dtype=setup.autocast_dtype,
         channels_last=setup.channels_last, tta=options.tta, accumulation_steps=options.accumulation_steps,
         epochs=options.epochs, batches_per_epoch=batches, total_steps=total, max_lr=max_lr, result=result,
+        update_counter=counter,
     )  # fmt: skip
 
 
@@ -176,8 +184,6 @@ def _choose_max_lr(
 ) -> tuple[float, dict[str, Any], Any, float]:
     """The peak LR and the one-cycle shape: given, saved in the checkpoint, or from the LR range test."""
     shape = dict(options.schedule_kwargs or {}) if options.schedule in ONE_CYCLE_SCHEDULES else {}
-    if setup.scaler is not None and options.schedule in ONE_CYCLE_SCHEDULES:
-        shape["count_updates"] = True
     if saved is not None or options.max_lr is not None:
         return float(saved if saved is not None else options.max_lr), shape, None, 0.0  # type: ignore[arg-type]
     from superconv.finder import LRFinder
@@ -190,6 +196,7 @@ def _choose_max_lr(
             "autocast_dtype": setup.autocast_dtype,
             "grad_scaler": setup.scaler,  # fp16: the range test scales its losses as training will (state restored)
             "progress": progress_enabled(options.progress),
+            "accumulation_steps": options.accumulation_steps,  # the LR for the batch the run will train with
             **(options.range_test_kwargs or {}),
         },
     )
@@ -219,7 +226,7 @@ def _handlers(state: FitState, options: FitOptions, signals: GracefulStop) -> li
     if options.verbose:
         handlers.append(EpochTable())
     handlers += list(options.callbacks)
-    if options.patience and state.val_loader is not None:
+    if options.patience:
         handlers.append(EarlyStopping(options.patience, MONITORS[options.monitor], monitor=options.monitor))
     handlers.append(Interrupt(signals, out))  # after every on_batch_end: a signal sent there stops at this update
     if out is not None:
@@ -234,6 +241,9 @@ def _finish(state: FitState, events: Events, options: FitOptions) -> FitResult:
     assert result is not None
     result.train_seconds = state.clock()
     result.steps = state.step
+    result.skipped_steps = state.skipped_steps
+    if state.update_counter is not None:
+        state.update_counter.remove()
     result.epochs = len(state.history)
     for handler in events.handlers:
         if isinstance(handler, ScheduleRecorder):
