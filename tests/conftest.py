@@ -12,5 +12,11 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Measured choices (speed.json) go to a folder per test session, never to the user's ~/.cache.
+    monkeypatch.setenv("SUPERCONV_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "superconv-cache"))
+
+
 def cuda_available() -> bool:
     return torch.cuda.is_available()

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from superconv import rng
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from superconv.train.state import FitState
 
 CHECKPOINT_FORMAT = "superconv-checkpoint-v2"
+PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
@@ -143,6 +145,9 @@ class Checkpointer(Callback):
             "skipped_steps": state.skipped_steps,
             "step": state.step,
             "total_steps": state.total_steps,
+            "epochs": state.epochs,
+            "precision": PRECISION_NAMES[state.autocast_dtype],
+            "channels_last": state.channels_last,
             "max_lr": state.max_lr,
             "finished": finished,
             "history": list(state.history),

@@ -34,8 +34,8 @@ def run(state: FitState, events: Events) -> None:
             train_batch(state, index, inputs, labels, meter)
             state.batch = index + 1
             events.fire("on_batch_end", state)
-            if state.stop_reason is not None and state.updated:
-                break
+            if state.updated and (state.stop_reason is not None or state.step >= state.total_steps):
+                break  # stopped, or the planned updates are done (a run sized to a budget ends mid-epoch)
         events.fire("on_train_epoch_end", state)
         if state.stop_reason is not None:
             break

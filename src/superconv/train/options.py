@@ -14,6 +14,7 @@ from torch import nn
 from superconv import checks
 from superconv.errors import ConfigError
 from superconv.schedule.baselines import SCHEDULES
+from superconv.train.budget import TimeBudget
 from superconv.train.early_stopping import MONITORS
 from superconv.train.ema import WeightEMA
 from superconv.train.events import Callback
@@ -54,6 +55,10 @@ class FitOptions:
         verbose: Print the per-epoch table.
         log_every: Optimizer updates between progress updates (and NaN checks).
         config: Plain data saved with checkpoints (the CLI's resolved options).
+        time_budget: Seconds (or "2m", or a :class:`~superconv.train.budget.TimeBudget` started earlier) that the
+            whole call may take: the run's length in updates is then what fits after the range test, measured on
+            this machine (``epochs`` is ignored); the whole cycle ends inside the budget.
+        budget_reserve: Seconds of the budget kept for work after ``fit`` returns (writing reports).
     """
 
     epochs: int = 10
@@ -84,6 +89,8 @@ class FitOptions:
     verbose: bool = True
     log_every: int = 50
     config: dict[str, Any] | None = None
+    time_budget: float | str | TimeBudget | None = None
+    budget_reserve: float = 0.0
 
     @classmethod
     def pick(cls, values: dict[str, Any]) -> FitOptions:
@@ -104,6 +111,10 @@ class FitOptions:
             raise ConfigError(f"Expected max_lr to be a positive, finite learning rate, but got {self.max_lr!r}")
         if self.resume and self.out_dir is None:
             raise ConfigError("resume=True needs out_dir: the run directory holding last.pt")
+        if self.time_budget is not None and not isinstance(self.time_budget, TimeBudget):
+            object.__setattr__(self, "time_budget", TimeBudget.starting_now(self.time_budget))  # type: ignore[arg-type]
+        if not checks.is_number(self.budget_reserve) or self.budget_reserve < 0:
+            raise ConfigError(f"Expected budget_reserve to be seconds >= 0, but got {self.budget_reserve!r}")
         if self.ema is not None:
             WeightEMA.check(self.ema, self.ema_every)  # bad settings fail before the range test, not after it
 

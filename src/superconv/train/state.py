@@ -43,6 +43,8 @@ class FitResult:
     range_test: Any = field(default=None, repr=False)
     checkpoint: str | None = None
     skipped_steps: int = 0  # optimizer updates the GradScaler skipped (fp16: inf/NaN gradients)
+    channels_last: bool = False
+    decisions: dict[str, str] = field(default_factory=dict)  # what was chosen at run time, and why
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,0 +1,223 @@
+"""Setting a run up, before its first update: device and numeric format (measured on the CPU), optimizer, peak LR
+(given, saved, or from the range test), and the run's length (epochs, or what fits a time budget)."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from superconv.device import resolve_device, resolve_precision, use_channels_last
+from superconv.errors import ConfigError
+from superconv.schedule.baselines import ONE_CYCLE_SCHEDULES, build_scheduler
+from superconv.schedule.steps import UpdateCounter
+from superconv.schedule.steps import total_steps as count_total_steps
+from superconv.train.budget import TimeBudget, plan_updates
+from superconv.train.checkpointing import PRECISION_NAMES
+from superconv.train.optim import make_optimizer
+from superconv.train.options import FitOptions
+from superconv.train.progress import progress_enabled
+from superconv.train.speed import CPU_CANDIDATES, Format, fastest_cpu_format, time_eval, time_updates
+from superconv.train.state import FitResult, FitState
+
+DTYPES = {name: dtype for dtype, name in PRECISION_NAMES.items()}
+
+
+@dataclass
+class Setup:
+    """What the range test and the schedule need before the run's state exists."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    forward_model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    seconds_per_update: float | None = None  # measured when the format was chosen by timing
+    decisions: dict[str, str] = field(default_factory=dict)
+
+
+def prepare(
+    model: nn.Module, train_loader: Any, val_loader: Any, options: FitOptions, saved: dict[str, Any] | None
+) -> FitState:
+    """Device, format, optimizer, LR (range test or checkpoint), length, schedule: the run's state at update 0."""
+    setup = build(model, train_loader, options, saved)
+    saved_max_lr = float(saved["max_lr"]) if saved is not None else None
+    max_lr, shape, range_result, range_seconds = choose_max_lr(setup, train_loader, options, saved_max_lr)
+    batches = len(train_loader)
+    epochs, total = run_length(setup, model, train_loader, val_loader, options, saved)
+    scheduler = build_scheduler(options.schedule, setup.optimizer, max_lr, total, **shape)
+    result = FitResult(
+        history=[], max_lr=max_lr, epochs=0, steps=0, device=str(setup.device),
+        precision=PRECISION_NAMES[setup.autocast_dtype], train_seconds=0.0, range_test_seconds=range_seconds,
+        schedule=options.schedule, ema=options.ema, range_test=range_result, decisions=setup.decisions,
+        channels_last=setup.channels_last,
+    )  # fmt: skip
+    return FitState(
+        model=model, optimizer=setup.optimizer, scheduler=scheduler, device=setup.device, history=result.history,
+        forward_model=setup.forward_model, eval_model=setup.forward_model, train_loader=train_loader,
+        val_loader=val_loader, criterion=setup.criterion, scaler=setup.scaler, autocast_dtype=setup.autocast_dtype,
+        channels_last=setup.channels_last, tta=options.tta, accumulation_steps=options.accumulation_steps,
+        epochs=epochs, batches_per_epoch=batches, total_steps=total, max_lr=max_lr, result=result,
+        update_counter=UpdateCounter(setup.optimizer) if setup.scaler is not None else None,
+    )  # fmt: skip
+
+
+def build(model: nn.Module, train_loader: Any, options: FitOptions, saved: dict[str, Any] | None) -> Setup:
+    """The device, the numeric format, the criterion, the optimizer and (fp16) the GradScaler."""
+    device = resolve_device(options.device)
+    model.to(device)
+    criterion = (options.criterion or nn.CrossEntropyLoss(label_smoothing=options.label_smoothing)).to(device)
+    optimizer = options.optimizer
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        optimizer = make_optimizer(
+            model, optimizer, lr=options.max_lr or 1e-3, weight_decay=options.weight_decay,
+            momentum=options.momentum, device=device,
+        )  # fmt: skip
+    setup = Setup(device, None, False, model, criterion, optimizer, None)
+    _choose_format(setup, model, train_loader, options, saved)
+    if setup.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if options.compile:
+        setup.forward_model = torch.compile(model)  # type: ignore[assignment]
+    if setup.autocast_dtype is torch.float16:
+        setup.scaler = torch.amp.GradScaler(device.type)
+    return setup
+
+
+def _choose_format(
+    setup: Setup, model: nn.Module, loader: Any, options: FitOptions, saved: dict[str, Any] | None
+) -> None:
+    """fp32/bf16 and channels_last: as given, as the resumed run trained, or (CPU, "auto") the fastest measured."""
+    device = setup.device
+    if saved is not None and "precision" in saved:  # a resumed run keeps its format, for bit-identical weights
+        setup.autocast_dtype, setup.channels_last = DTYPES[saved["precision"]], bool(saved["channels_last"])
+        return
+    auto_dtype, auto_layout = options.precision == "auto", options.channels_last == "auto"
+    if device.type != "cpu" or not (auto_dtype or auto_layout):
+        setup.autocast_dtype = resolve_precision(options.precision, device)
+        setup.channels_last = use_channels_last(options.channels_last, device)
+        return
+    given_dtype = None if auto_dtype else resolve_precision(options.precision, device)
+    candidates = tuple(
+        (dtype, layout)
+        for dtype, layout in CPU_CANDIDATES
+        if (auto_dtype or dtype is given_dtype) and (auto_layout or layout == bool(options.channels_last))
+    )
+    best, cached = fastest_cpu_format(model, setup.optimizer, loader, candidates)
+    setup.autocast_dtype, setup.channels_last = best.autocast_dtype, best.channels_last
+    setup.seconds_per_update = best.seconds_per_update
+    how = "cached choice, timed again" if cached else f"fastest of {len(candidates)} timed on this CPU"
+    setup.decisions["format"] = f"{best.name}: {1000 * best.seconds_per_update:.1f} ms per update ({how})"
+    if options.verbose:
+        print(f"format: {setup.decisions['format']}")
+
+
+def choose_max_lr(
+    setup: Setup, train_loader: Any, options: FitOptions, saved: float | None
+) -> tuple[float, dict[str, Any], Any, float]:
+    """The peak LR and the one-cycle shape: given, saved in the checkpoint, or from the LR range test.
+
+    The shape follows one rule: an explicit ``schedule_kwargs`` value wins, then the range test's recommendation
+    (its ``div_factor``), then the preset's.
+    """
+    shape = dict(options.schedule_kwargs or {}) if options.schedule in ONE_CYCLE_SCHEDULES else {}
+    if saved is not None or options.max_lr is not None:
+        return float(saved if saved is not None else options.max_lr), shape, None, 0.0  # type: ignore[arg-type]
+    from superconv.finder import LRFinder
+
+    t0 = time.perf_counter()
+    finder = LRFinder(setup.forward_model, setup.optimizer, setup.criterion, device=setup.device)
+    result = finder.range_test(
+        train_loader,
+        **{
+            "autocast_dtype": setup.autocast_dtype,
+            "grad_scaler": setup.scaler,  # fp16: the range test scales its losses as training will (state restored)
+            "progress": progress_enabled(options.progress),
+            "accumulation_steps": options.accumulation_steps,  # the LR for the batch the run will train with
+            **(options.range_test_kwargs or {}),
+        },
+    )
+    seconds = time.perf_counter() - t0
+    suggested = result.one_cycle_kwargs()
+    max_lr = float(suggested.pop("max_lr"))
+    if options.schedule in ONE_CYCLE_SCHEDULES:
+        for key, value in suggested.items():
+            shape.setdefault(key, value)
+    if result.quality != "ok" and options.verbose:
+        warnings.warn(f"LR range test: {result.warning}", UserWarning, stacklevel=5)
+    if options.verbose:
+        print(f"LR range test: suggested max_lr={max_lr:.3g} ({seconds:.1f} s)")
+    return max_lr, shape, result, seconds
+
+
+def run_length(
+    setup: Setup, model: nn.Module, train_loader: Any, val_loader: Any, options: FitOptions,
+    saved: dict[str, Any] | None,
+) -> tuple[int, int]:  # fmt: skip
+    """(epochs, optimizer updates): saved, from ``epochs``, or what fits the time budget."""
+    batches = len(train_loader)
+    if saved is not None:
+        return int(saved.get("epochs", options.epochs)), int(saved["total_steps"])
+    if options.time_budget is not None:
+        return fit_to_budget(setup, model, train_loader, val_loader, options)
+    total = count_total_steps(options.epochs, batches, options.accumulation_steps)
+    if total < 2:
+        raise ConfigError(
+            f"The run has only {total} optimizer update(s) (epochs={options.epochs}, {batches} batches per epoch, "
+            f"accumulation_steps={options.accumulation_steps}): train longer or use a smaller batch size"
+        )
+    return options.epochs, total
+
+
+def fit_to_budget(
+    setup: Setup, model: nn.Module, train_loader: Any, val_loader: Any, options: FitOptions
+) -> tuple[int, int]:
+    """The updates whose training, validations and final test end within the budget (measured speeds)."""
+    budget = options.time_budget
+    if not isinstance(budget, TimeBudget):
+        budget = TimeBudget.starting_now(budget)  # type: ignore[arg-type]
+    fmt = Format(setup.autocast_dtype, setup.channels_last, setup.seconds_per_update or 0.0)
+    per_update = fmt.seconds_per_update or time_updates(
+        model, setup.optimizer, train_loader, setup.device, fmt.autocast_dtype, fmt.channels_last
+    )
+    per_update *= options.accumulation_steps
+    eval_loader = val_loader if val_loader is not None else options.test_loader
+    per_example = 0.0
+    if eval_loader is not None:
+        per_example = time_eval(model, eval_loader, setup.device, fmt.autocast_dtype, fmt.channels_last, options.tta)
+    updates_per_epoch = math.ceil(len(train_loader) / options.accumulation_steps)
+    plan = plan_updates(
+        budget.remaining() - options.budget_reserve,
+        seconds_per_update=per_update,
+        seconds_per_epoch_eval=per_example * _examples(val_loader),
+        updates_per_epoch=updates_per_epoch,
+        seconds_final=per_example * _examples(options.test_loader),
+    )
+    setup.decisions["length"] = (
+        f"time budget {budget.seconds:.0f} s, {budget.elapsed():.1f} s spent before training: " + plan.describe(
+            updates_per_epoch)
+    )  # fmt: skip
+    if options.verbose:
+        print(setup.decisions["length"])
+    return plan.epochs, plan.updates
+
+
+def _examples(loader: Any) -> int:
+    """How many examples ``loader`` yields per pass (0 for ``None``), without iterating it where it can tell."""
+    if loader is None:
+        return 0
+    for attribute in ("dataset_size",):
+        if isinstance(getattr(loader, attribute, None), int):
+            return int(getattr(loader, attribute))
+    dataset = getattr(loader, "dataset", None)
+    if dataset is not None and hasattr(dataset, "__len__"):
+        return len(dataset)
+    batch_size = getattr(loader, "batch_size", None) or len(next(iter(loader))[1])
+    return int(batch_size) * len(loader)
