@@ -81,7 +81,7 @@ from superconv import Callback, fit
 from superconv.data import DEFAULT_FASHION_MNIST_DIR, load_data
 from superconv.device import resolve_precision, use_channels_last
 from superconv.models import build_model
-from superconv.train.recipes import Recipe, default_recipe
+from superconv.train.recipes import Recipe, adapt, default_recipe
 
 HERE = Path(__file__).resolve().parent
 RECIPES = ("seed", "fastai", "superconv")
@@ -164,7 +164,7 @@ def run_superconv_recipe(setup: Setup, seed: int, recipe: Recipe) -> RunLog:
         weight_decay=recipe.weight_decay,
         label_smoothing=recipe.label_smoothing,
         schedule_kwargs=train_schedule_kwargs(recipe.preset),
-        tta=recipe.tta,
+        tta=bool(recipe.tta),
         ema=recipe.ema,
         compile=recipe.compile,
         patience=None,  # the benchmark trains every recipe for the same epochs
@@ -534,7 +534,10 @@ def main() -> None:
     else:
         dev = torch.device(args.device)
     try:
-        recipe = dataclasses.replace(default_recipe(dev.type), **parse_overrides(args.overrides))
+        overrides = parse_overrides(args.overrides)
+        base = dataclasses.replace(default_recipe(dev.type), **overrides)
+        # The adaptive defaults of `superconv train` for the full 60k training set (no validation carve-out).
+        recipe, _ = adapt(base, train_size=60000, flip_invariant=True, device_type=dev.type, given=overrides)
     except ValueError as exc:
         parser.error(str(exc))
     targets = parse_targets(args.targets or DEFAULT_TARGETS["cuda" if dev.type == "cuda" else "cpu"])
@@ -542,7 +545,7 @@ def main() -> None:
     unknown = set(wanted) - set(RECIPES)
     if unknown:
         parser.error(f"unknown recipe(s) {sorted(unknown)}; expected some of {RECIPES}")
-    epochs = args.epochs or recipe.epochs
+    epochs = args.epochs or recipe.epochs or 3
     batch_size = args.batch_size or recipe.batch_size
 
     cuda_seconds = cuda_startup(dev) if dev.type == "cuda" else None

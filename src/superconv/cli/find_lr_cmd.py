@@ -8,13 +8,13 @@ from typing import Any
 import click
 
 from superconv.cli.group import CONTEXT, cli
-from superconv.cli.options import data_model_options, prepare
+from superconv.cli.options import FiniteFloat, data_model_options, prepare
 
 
 @cli.command("find-lr", context_settings=CONTEXT)
 @data_model_options
-@click.option("--start-lr", type=float, default=None, help="First LR of the sweep (default 1e-7).")
-@click.option("--end-lr", type=float, default=10.0, show_default=True)
+@click.option("--start-lr", type=FiniteFloat(), default=None, help="First LR of the sweep (default 1e-7).")
+@click.option("--end-lr", type=FiniteFloat(), default=10.0, show_default=True)
 @click.option("--num-iter", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--accumulation", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import click
@@ -27,11 +30,27 @@ def _show_warning(
     click.echo(f"superconv: warning: {message}", err=True)
 
 
+def process_started() -> float:
+    """When this process started, on the ``time.monotonic()`` clock (a time budget counts Python's start-up too).
+
+    Linux tells it (``/proc/self/stat`` against ``/proc/uptime``); elsewhere it is now, a few hundred ms later.
+    """
+    now = time.monotonic()
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return now
+    return now - age if 0 <= age < 60 else now
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning bad input into one line and exit status 2."""
+    started = process_started()
     warnings.showwarning = _show_warning
     try:
-        cli.main(args=argv, prog_name="superconv", standalone_mode=False)
+        cli.main(args=argv, prog_name="superconv", standalone_mode=False, obj={"started": started})
     except click.exceptions.Abort:
         click.echo("superconv: aborted", err=True)
         sys.exit(130)
@@ -47,6 +66,15 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         # A file that cannot be written or read (permissions, full disk): say which, no traceback.
         click.echo(f"superconv: error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # a bug, not bad input: one line, and the traceback on request
+        if os.environ.get("SUPERCONV_DEBUG"):
+            raise
+        click.echo(
+            f"superconv: internal error: {type(exc).__name__}: {exc} (set SUPERCONV_DEBUG=1 for the traceback; "
+            "please report it)",
+            err=True,
+        )
         sys.exit(1)
 
 

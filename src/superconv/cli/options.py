@@ -3,6 +3,7 @@ drive (recipe, data, model)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +19,19 @@ def schedule_options(f: Any) -> Any:
             default=None,
             help="Named shape (default: superconv's training default, or torch's for `schedule`).",
         ),
-        click.option("--pct-start", type=float, default=None, help="Fraction of the run warming up."),
+        click.option("--pct-start", type=FiniteFloat(), default=None, help="Fraction of the run warming up."),
         click.option(
             "--pct-down",
-            type=float,
+            type=FiniteFloat(),
             default=None,
             help="Three-phase: fraction going back down to the initial LR (rest: annihilation).",
         ),
         click.option("--anneal", "anneal_strategy", type=click.Choice(["cos", "linear"]), default=None),
-        click.option("--div-factor", type=float, default=None, help="initial_lr = max_lr / div_factor."),
-        click.option("--final-div-factor", type=float, default=None, help="final_lr = initial_lr / this."),
+        click.option("--div-factor", type=FiniteFloat(), default=None, help="initial_lr = max_lr / div_factor."),
+        click.option("--final-div-factor", type=FiniteFloat(), default=None, help="final_lr = initial_lr / this."),
         click.option("--three-phase/--two-phase", default=None, help="Smith's shape with the tail, or torch's."),
-        click.option("--base-momentum", type=float, default=0.85, show_default=True),
-        click.option("--max-momentum", type=float, default=0.95, show_default=True),
+        click.option("--base-momentum", type=FiniteFloat(), default=0.85, show_default=True),
+        click.option("--max-momentum", type=FiniteFloat(), default=0.95, show_default=True),
         click.option("--cycle-momentum/--no-cycle-momentum", default=True, show_default=True),
     ]
     for option in reversed(options):
@@ -68,7 +69,7 @@ def data_model_options(f: Any) -> Any:
             default=None,
             help="Use only this many training examples (quick runs).",
         ),
-        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True),
+        click.option("--val-fraction", type=FiniteFloat(0, 1, max_open=True), default=0.1, show_default=True),
         click.option(
             "--image-size",
             type=click.IntRange(min=8),
@@ -94,7 +95,7 @@ def data_model_options(f: Any) -> Any:
             default=None,
             help="AdamW (default) or SGD with Nesterov momentum.",
         ),
-        click.option("--weight-decay", type=click.FloatRange(min=0), default=None),
+        click.option("--weight-decay", type=FiniteFloat(min=0), default=None),
         click.option("--batch-size", type=click.IntRange(min=1), default=None),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option(
@@ -115,38 +116,64 @@ def data_model_options(f: Any) -> Any:
     return f
 
 
-def prepare(opts: dict[str, Any], **recipe_overrides: Any) -> tuple[Any, Any, Any, Any]:
-    """Resolve the recipe, then load the data and build the model (imports the heavy parts)."""
+class FiniteFloat(click.ParamType):
+    """A float within [min, max] (ends open when asked) that is never NaN or infinite, unlike click.FloatRange."""
+
+    name = "float"
+
+    def __init__(self, min: float | None = None, max: float | None = None, *, min_open: bool = False,
+                 max_open: bool = False) -> None:  # fmt: skip
+        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        low_ok = self.min is None or (number > self.min if self.min_open else number >= self.min)
+        high_ok = self.max is None or (number < self.max if self.max_open else number <= self.max)
+        if not math.isfinite(number) or not (low_ok and high_ok):
+            self.fail(f"{value!r} is not a finite number {self._describe()}", param, ctx)
+        return number
+
+    def _describe(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f"{'>' if self.min_open else '>='} {self.min:g}")
+        if self.max is not None:
+            parts.append(f"{'<' if self.max_open else '<='} {self.max:g}")
+        return " and ".join(parts)
+
+
+def load(opts: dict[str, Any], batch_size: int) -> Any:
+    """The dataset the options name, as loaders delivering batches of ``batch_size`` on the device."""
     import torch
 
     from superconv.data import load_data
     from superconv.device import resolve_device
-    from superconv.models import build_model
-    from superconv.train.recipes import default_recipe, with_overrides
 
-    device = resolve_device(opts["device"])
-    recipe = with_overrides(
-        default_recipe(device.type),
-        model=opts["model"],
-        width=opts["width"],
-        batch_size=opts["batch_size"],
-        optimizer=opts["optimizer"],
-        weight_decay=opts["weight_decay"],
-        **recipe_overrides,
-    )
     torch.manual_seed(opts["seed"])
-    data = load_data(
+    return load_data(
         opts["dataset"],
         data_dir=opts["data_dir"],
-        batch_size=recipe.batch_size,
+        batch_size=batch_size,
         val_fraction=opts["val_fraction"],
-        device=device,
+        device=resolve_device(opts["device"]),
         seed=opts["seed"],
         subset=opts["subset"],
         num_workers=opts["workers"],
         image_size=opts["image_size"],
     )
-    model = build_model(
+
+
+def build(opts: dict[str, Any], recipe: Any, data: Any, seed: int | None = None) -> Any:
+    """The recipe's model for the data (seeded: the same options give the same initial weights)."""
+    import torch
+
+    from superconv.models import build_model
+
+    torch.manual_seed(opts["seed"] if seed is None else seed)
+    return build_model(
         recipe.model,
         num_classes=data.num_classes,
         in_channels=data.in_channels,
@@ -154,7 +181,31 @@ def prepare(opts: dict[str, Any], **recipe_overrides: Any) -> tuple[Any, Any, An
         width=recipe.width,
         pretrained=opts["pretrained"],
     )
-    return recipe, data, model, device
+
+
+def base_recipe(opts: dict[str, Any], **overrides: Any) -> Any:
+    """The device's default recipe with the options that were given."""
+    from superconv.device import resolve_device
+    from superconv.train.recipes import default_recipe, with_overrides
+
+    return with_overrides(
+        default_recipe(resolve_device(opts["device"]).type),
+        model=opts["model"],
+        width=opts["width"],
+        batch_size=opts["batch_size"],
+        optimizer=opts["optimizer"],
+        weight_decay=opts["weight_decay"],
+        **overrides,
+    )
+
+
+def prepare(opts: dict[str, Any], **recipe_overrides: Any) -> tuple[Any, Any, Any, Any]:
+    """Recipe (as given, not adapted), data and model: what find-lr and compare start from."""
+    from superconv.device import resolve_device
+
+    recipe = base_recipe(opts, **recipe_overrides)
+    data = load(opts, recipe.batch_size)
+    return recipe, data, build(opts, recipe, data), resolve_device(opts["device"])
 
 
 def plain(opts: dict[str, Any]) -> dict[str, Any]:

@@ -9,12 +9,12 @@ from typing import Any
 import click
 
 from superconv.cli.group import CONTEXT, cli
-from superconv.cli.options import schedule_options, shape_kwargs
+from superconv.cli.options import FiniteFloat, schedule_options, shape_kwargs
 from superconv.errors import ConfigError
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--max-lr", type=float, required=True, help="Peak learning rate.")
+@click.option("--max-lr", type=FiniteFloat(), required=True, help="Peak learning rate.")
 @click.option("--total-steps", type=int, default=None, help="Optimizer updates in the run.")
 @click.option("--epochs", type=int, default=None, help="With --batches: the run's length in epochs.")
 @click.option("--batches", type=int, default=None, help="Batches per epoch.")

@@ -1,8 +1,12 @@
-"""``superconv train``: the main job - range test, one cycle, early stopping, test on the best weights."""
+"""``superconv train``: the main job - range test, one cycle, early stopping, test on the best weights.
+
+With no tuning options the run adapts to the data and the machine (batch, length, format, weight average,
+flips; ``superconv.train.recipes``) and says what it decided. The run directory is claimed first and
+``config.json`` written before training, so a run killed at any moment can be resumed with ``--resume DIR``.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import replace
@@ -12,14 +16,45 @@ from typing import Any
 import click
 
 from superconv.cli.group import CONTEXT, cli
-from superconv.cli.options import data_model_options, plain, prepare, schedule_options, shape_kwargs
-from superconv.errors import CheckpointError
+from superconv.cli.options import (
+    FiniteFloat,
+    base_recipe,
+    build,
+    data_model_options,
+    load,
+    plain,
+    schedule_options,
+    shape_kwargs,
+)
+from superconv.cli.rundir import claim_run_dir, default_out, read_saved_run
+from superconv.files import write_json
+
+
+class Seconds(click.ParamType):
+    """A duration: seconds, or a number with the unit s, m or h (``90``, ``90s``, ``2m``)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        from superconv.errors import ConfigError
+        from superconv.train.budget import parse_seconds
+
+        try:
+            return parse_seconds(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @cli.command(context_settings=CONTEXT)
 @data_model_options
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs.")
-@click.option("--max-lr", type=float, default=None, help="Peak LR (default: from the LR range test).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default: from the data).")
+@click.option(
+    "--time-budget",
+    type=Seconds(),
+    default=None,
+    help="Seconds (or 2m) for the whole command; the run's length is what fits, measured here.",
+)
+@click.option("--max-lr", type=FiniteFloat(min=0, min_open=True), default=None, help="Peak LR (default: range test).")
 @click.option(
     "--schedule",
     "schedule_name",
@@ -28,25 +63,16 @@ from superconv.errors import CheckpointError
     type=click.Choice(["one-cycle", "one-cycle-no-tail", "fastai", "constant", "step", "cosine"]),
 )
 @schedule_options
+@click.option("--accumulation", type=click.IntRange(min=1), default=1, show_default=True, help="Batches per update.")
+@click.option("--label-smoothing", type=FiniteFloat(0, 1, max_open=True), default=None)
 @click.option(
-    "--accumulation",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Batches per optimizer update.",
-)
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None)
-@click.option(
-    "--patience",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Early stopping: epochs without validation improvement (default 5).",
+    "--patience", type=click.IntRange(min=1), default=None, help="Early stopping: epochs without improvement (5)."
 )
 @click.option("--no-early-stopping", is_flag=True, help="Train all epochs.")
 @click.option("--tta/--no-tta", default=None, help="Average predictions with the horizontal flip.")
 @click.option(
     "--ema",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FiniteFloat(0, 1, min_open=True, max_open=True),
     default=None,
     metavar="DECAY",
     help="Evaluate an exponential moving average of the weights with this decay per update (e.g. 0.99).",
@@ -54,52 +80,102 @@ from superconv.errors import CheckpointError
 @click.option("--no-ema", is_flag=True, help="No weight average, whatever the recipe says.")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
 @click.option("--range-iters", type=click.IntRange(min=10), default=None, help="Updates in the LR range test.")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Run directory (default runs/train-<time>).",
-)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/train-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace the earlier run in --out (its files are deleted).")
 @click.option(
     "--resume",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
-    help="Continue the interrupted run in this directory (its saved options are used).",
+    help="Continue the run in this directory with its saved options (a finished run is left as it is).",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when interactive).")
 def train(**opts: Any) -> None:
     """Train on a dataset with super-convergence: range test, one cycle, early stopping, test on the best."""
-    from superconv.train.report import write_run
-    from superconv.train.trainer import fit
+    from superconv.train.budget import TimeBudget
 
+    context = click.get_current_context().obj or {}
+    started = context.get("started") or time.monotonic()  # main() passes the process's start
     resume_dir: Path | None = opts.pop("resume")
     if resume_dir is not None:
-        config_path = resume_dir / "config.json"
-        if not config_path.exists():
-            raise CheckpointError(
-                f"Cannot resume: {config_path} does not exist. Pass the directory of a run "
-                "started with `superconv train --out DIR`"
-            )
-        saved = json.loads(config_path.read_text())
-        opts = {**opts, **{k: v for k, v in saved["options"].items() if k in opts and k != "progress"}}
-        opts["out"] = resume_dir
-        for key in ("data_dir", "pretrained"):
-            opts[key] = Path(opts[key]) if opts[key] else None
-    recipe, data, model, device = prepare(
+        saved = read_saved_run(resume_dir)
+        if saved.finished:
+            click.echo(f"superconv train: {resume_dir} has finished ({saved.summary}); nothing to resume")
+            return
+        opts = {**opts, **saved.options, "progress": opts["progress"], "out": resume_dir, "overwrite": False}
+        resumable = saved.has_checkpoint
+        if not resumable:
+            click.echo(f"superconv train: {resume_dir} holds no checkpoint yet; starting it again with its options")
+    else:
+        opts["out"] = claim_run_dir(opts["out"] or default_out("train"), overwrite=opts["overwrite"])
+        resumable = False
+    if opts["no_ema"] and opts["ema"] is not None:
+        raise click.UsageError("--ema and --no-ema contradict each other: give one of them")
+    cap = opts["time_budget"] or (None if opts["epochs"] else base_recipe(opts).time_cap)
+    _run(opts, resume=resumable, budget=TimeBudget(cap, started) if cap else None)
+
+
+def _recipe(opts: dict[str, Any], data: Any) -> tuple[Any, dict[str, str]]:
+    """The device's recipe with the given options, adapted to the data (every adapted value with its reason)."""
+    from superconv.device import resolve_device
+    from superconv.train.recipes import adapt
+
+    given = {
+        "epochs": opts["epochs"],
+        "time_budget": opts["time_budget"],
+        "batch_size": opts["batch_size"],
+        "range_test_iters": opts["range_iters"],
+        "tta": opts["tta"],
+    }
+    recipe = base_recipe(
         opts,
         epochs=opts["epochs"],
         label_smoothing=opts["label_smoothing"],
         patience=opts["patience"],
         tta=opts["tta"],
-        ema=opts["ema"],
+        ema=None if opts["no_ema"] else opts["ema"],
         compile=True if opts["compile_model"] else None,
         range_test_iters=opts["range_iters"],
     )
     if opts["no_ema"]:
-        if opts["ema"] is not None:
-            raise click.UsageError("--ema and --no-ema contradict each other: give one of them")
         recipe = replace(recipe, ema=None)
-    out = opts["out"] or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    flip = bool(getattr(data, "flip_invariant", data.name in ("fashion-mnist", "cifar10")))
+    device_type = resolve_device(opts["device"]).type
+    return adapt(recipe, train_size=data.train_size, flip_invariant=flip, device_type=device_type, given=given)
+
+
+def _run(opts: dict[str, Any], *, resume: bool, budget: Any) -> None:
+    from superconv.train.report import write_run
+    from superconv.train.trainer import fit
+
+    out: Path = opts["out"]
+    data = load(opts, opts["batch_size"] or base_recipe(opts).batch_size)
+    recipe, decisions = _recipe(opts, data)
+    if recipe.batch_size != data.train.batch_size:
+        data = load(opts, recipe.batch_size)
+    model = build(opts, recipe, data)
+    config = _config(opts, recipe, data, decisions)
+    write_json(out / "config.json", config)  # before training: a run killed at any moment can be resumed
+    _echo_header(data, recipe, decisions, out)
+    result = fit(
+        model, data.train, data.val, epochs=recipe.epochs, max_lr=opts["max_lr"], optimizer=recipe.optimizer,
+        weight_decay=recipe.weight_decay, label_smoothing=recipe.label_smoothing, schedule=opts["schedule_name"],
+        schedule_kwargs=_shape(opts, recipe), accumulation_steps=opts["accumulation"], device=opts["device"],
+        precision=opts["precision"], channels_last="auto" if opts["channels_last"] is None else opts["channels_last"],
+        compile=recipe.compile, patience=None if opts["no_early_stopping"] or data.val is None else recipe.patience,
+        test_loader=data.test, tta=bool(recipe.tta), ema=recipe.ema, out_dir=out, resume=resume,
+        range_test_kwargs={"num_iter": recipe.range_test_iters}, progress=opts["progress"], config=config,
+        time_budget=budget, budget_reserve=2.0 if budget is not None else 0.0,
+    )  # fmt: skip
+    config["decisions"].update(result.decisions)
+    write_run(out, result, config)
+    _print_summary(result, out)
+    if result.interrupted:
+        sys.exit(130)
+    if result.diverged:
+        sys.exit(1)
+
+
+def _shape(opts: dict[str, Any], recipe: Any) -> dict[str, Any]:
     shape = shape_kwargs(
         opts["preset"] or recipe.preset,
         pct_start=opts["pct_start"],
@@ -110,55 +186,32 @@ def train(**opts: Any) -> None:
         three_phase=opts["three_phase"],
     )
     shape.update(
-        base_momentum=opts["base_momentum"],
-        max_momentum=opts["max_momentum"],
-        cycle_momentum=opts["cycle_momentum"],
+        base_momentum=opts["base_momentum"], max_momentum=opts["max_momentum"], cycle_momentum=opts["cycle_momentum"]
     )
-    config = {
+    return shape
+
+
+def _config(opts: dict[str, Any], recipe: Any, data: Any, decisions: dict[str, str]) -> dict[str, Any]:
+    from superconv.device import resolve_device
+
+    return {
         "options": plain(opts),
         "recipe": recipe.to_dict(),
+        "decisions": dict(getattr(data, "decisions", {}) or {}) | decisions,
         "dataset": data.name,
         "classes": data.classes,
         "train_size": data.train_size,
-        "device": str(device),
+        "device": str(resolve_device(opts["device"])),
     }
+
+
+def _echo_header(data: Any, recipe: Any, decisions: dict[str, str], out: Path) -> None:
     click.echo(
         f"superconv train: {data.name} ({data.train_size} training images, {data.num_classes} classes), "
-        f"{recipe.model} width {recipe.width}, {recipe.optimizer}, batch {recipe.batch_size}, "
-        f"{recipe.epochs} epochs on {device} -> {out}"
+        f"{_describe_model(recipe.model, recipe.width)}, {recipe.optimizer}, batch {recipe.batch_size} -> {out}"
     )
-    result = fit(
-        model,
-        data.train,
-        data.val,
-        epochs=recipe.epochs,
-        max_lr=opts["max_lr"],
-        optimizer=recipe.optimizer,
-        weight_decay=recipe.weight_decay,
-        label_smoothing=recipe.label_smoothing,
-        schedule=opts["schedule_name"],
-        schedule_kwargs=shape,
-        accumulation_steps=opts["accumulation"],
-        device=device,
-        precision=opts["precision"],
-        channels_last="auto" if opts["channels_last"] is None else opts["channels_last"],
-        compile=recipe.compile,
-        patience=None if opts["no_early_stopping"] else recipe.patience,
-        test_loader=data.test,
-        tta=recipe.tta,
-        ema=recipe.ema,
-        out_dir=out,
-        resume=resume_dir is not None,
-        range_test_kwargs={"num_iter": recipe.range_test_iters},
-        progress=opts["progress"],
-        config=config,
-    )
-    write_run(out, result, config)
-    _print_summary(result, out)
-    if result.interrupted:
-        sys.exit(130)
-    if result.diverged:
-        sys.exit(1)
+    for name, why in decisions.items():
+        click.echo(f"  {name}: {why}")
 
 
 def _print_summary(result: Any, out: Path) -> None:
@@ -175,5 +228,13 @@ def _print_summary(result: Any, out: Path) -> None:
         f"{result.epochs} epochs, {result.steps} updates, {result.train_seconds:.1f} s training "
         f"+ {result.range_test_seconds:.1f} s range test on {result.device} ({result.precision})"
     )
+    if result.skipped_steps:
+        lines.append(f"{result.skipped_steps} updates skipped by the fp16 GradScaler (inf/NaN gradients)")
     click.echo("\n".join(lines))
     click.echo(f"run directory: {out} (metrics.json, epochs.csv, config.json, best.pt, last.pt, *.png)")
+
+
+def _describe_model(name: str, width: int) -> str:
+    from superconv.models import BUILTIN_MODELS
+
+    return f"{name} width {width}" if name in BUILTIN_MODELS else name

@@ -67,7 +67,13 @@ class EarlyStopping(Callback):
         return self.epochs_without_improvement >= self.patience
 
     def on_epoch_end(self, state: FitState, metrics: dict[str, float]) -> None:
-        if self.monitor in metrics and self.update(metrics[self.monitor]) and not state.stop_training:
+        last_epoch = state.epoch + 1 >= state.epochs or state.step >= state.total_steps
+        if (
+            self.monitor in metrics
+            and self.update(metrics[self.monitor])
+            and not state.stop_training
+            and not last_epoch
+        ):
             state.stop_training = True
             if state.result is not None:
                 state.result.stopped_early = True

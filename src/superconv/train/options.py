@@ -25,7 +25,7 @@ class FitOptions:
     """Every keyword option of :func:`superconv.fit`.
 
     Attributes:
-        epochs: Training epochs.
+        epochs: Training epochs (default 10; with a ``time_budget``, at most this many: default as many as fit).
         max_lr: Peak LR. ``None`` runs the LR range test and uses its suggestion.
         optimizer: ``"adamw"`` (default), ``"sgd"`` (Nesterov), or your own optimizer instance.
         weight_decay: Decoupled weight decay on weights (not norms or biases).
@@ -45,7 +45,8 @@ class FitOptions:
         tta: Average predictions with the horizontal flip at evaluation.
         ema: Decay per optimizer update of an exponential moving average of the weights (e.g. 0.99); when set,
             validation, the best checkpoint, the test and the returned model use the averaged weights
-            (:class:`superconv.train.ema.WeightEMA`). ``None``: off.
+            (:class:`superconv.train.ema.WeightEMA`). ``None``: off. ``"auto"``: a decay from the run's length
+            (:func:`superconv.train.recipes.ema_decay_for`; off for short runs).
         ema_every: Optimizer updates between EMA updates (the decay is compounded to match).
         out_dir: Where ``best.pt``, ``last.pt`` (and, from the CLI, metrics and plots) go.
         resume: Continue the run saved in ``out_dir/last.pt`` exactly where it stopped.
@@ -61,7 +62,7 @@ class FitOptions:
         budget_reserve: Seconds of the budget kept for work after ``fit`` returns (writing reports).
     """
 
-    epochs: int = 10
+    epochs: int | None = None
     max_lr: float | None = None
     optimizer: str | torch.optim.Optimizer = "adamw"
     weight_decay: float = 5e-4
@@ -79,7 +80,7 @@ class FitOptions:
     monitor: str = "val_accuracy"
     test_loader: Any = None
     tta: bool = False
-    ema: float | None = None
+    ema: float | str | None = None
     ema_every: int = 1
     out_dir: str | Path | None = None
     resume: bool = False
@@ -98,7 +99,8 @@ class FitOptions:
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
     def __post_init__(self) -> None:
-        checks.positive_int("epochs", self.epochs)
+        if self.epochs is not None:
+            checks.positive_int("epochs", self.epochs)
         checks.positive_int("accumulation_steps", self.accumulation_steps)
         checks.positive_int("log_every", self.log_every)
         if self.patience is not None and (not checks.is_int(self.patience) or self.patience < 1):
@@ -115,7 +117,7 @@ class FitOptions:
             object.__setattr__(self, "time_budget", TimeBudget.starting_now(self.time_budget))  # type: ignore[arg-type]
         if not checks.is_number(self.budget_reserve) or self.budget_reserve < 0:
             raise ConfigError(f"Expected budget_reserve to be seconds >= 0, but got {self.budget_reserve!r}")
-        if self.ema is not None:
+        if self.ema is not None and self.ema != "auto":
             WeightEMA.check(self.ema, self.ema_every)  # bad settings fail before the range test, not after it
 
     @property

@@ -56,7 +56,7 @@ def prepare(
     result = FitResult(
         history=[], max_lr=max_lr, epochs=0, steps=0, device=str(setup.device),
         precision=PRECISION_NAMES[setup.autocast_dtype], train_seconds=0.0, range_test_seconds=range_seconds,
-        schedule=options.schedule, ema=options.ema, range_test=range_result, decisions=setup.decisions,
+        schedule=options.schedule, ema=None, range_test=range_result, decisions=setup.decisions,
         channels_last=setup.channels_last,
     )  # fmt: skip
     return FitState(
@@ -164,16 +164,20 @@ def run_length(
     """(epochs, optimizer updates): saved, from ``epochs``, or what fits the time budget."""
     batches = len(train_loader)
     if saved is not None:
-        return int(saved.get("epochs", options.epochs)), int(saved["total_steps"])
+        return int(saved["epochs"]), int(saved["total_steps"])
+    epochs = options.epochs or 10
+    total = count_total_steps(epochs, batches, options.accumulation_steps)
     if options.time_budget is not None:
-        return fit_to_budget(setup, model, train_loader, val_loader, options)
-    total = count_total_steps(options.epochs, batches, options.accumulation_steps)
+        budget_epochs, budget_updates = fit_to_budget(setup, model, train_loader, val_loader, options)
+        if options.epochs is None or budget_updates < total:
+            return budget_epochs, budget_updates
+        setup.decisions["length"] += f"; {epochs} epochs ({total} updates) asked for fit in it"
     if total < 2:
         raise ConfigError(
-            f"The run has only {total} optimizer update(s) (epochs={options.epochs}, {batches} batches per epoch, "
+            f"The run has only {total} optimizer update(s) (epochs={epochs}, {batches} batches per epoch, "
             f"accumulation_steps={options.accumulation_steps}): train longer or use a smaller batch size"
         )
-    return options.epochs, total
+    return epochs, total
 
 
 def fit_to_budget(

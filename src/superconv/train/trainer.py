@@ -16,6 +16,7 @@ from torch import nn
 
 from superconv.errors import ConfigError
 from superconv.train import loop, setup
+from superconv.train.budget import TimeBudget
 from superconv.train.checkpointing import BestCheckpoint, Checkpointer, load_last
 from superconv.train.early_stopping import MONITORS, EarlyStopping
 from superconv.train.ema import EMAHandler, WeightEMA
@@ -24,6 +25,7 @@ from superconv.train.events import Callback, Events
 from superconv.train.handlers import FirstStepTimer, GracefulStop, Interrupt, NonFiniteGuard, ScheduleRecorder
 from superconv.train.options import FitOptions
 from superconv.train.progress import EpochTable, ProgressBars, progress_enabled
+from superconv.train.recipes import EMA_MIN_UPDATES, EMA_SPAN, ema_decay_for
 from superconv.train.state import FitResult, FitState
 
 PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -34,7 +36,7 @@ def fit(
     train_loader: Iterable[Any],
     val_loader: Iterable[Any] | None = None,
     *,
-    epochs: int = 10,
+    epochs: int | None = None,
     max_lr: float | None = None,
     optimizer: str | torch.optim.Optimizer = "adamw",
     weight_decay: float = 5e-4,
@@ -52,7 +54,7 @@ def fit(
     monitor: str = "val_accuracy",
     test_loader: Iterable[Any] | None = None,
     tta: bool = False,
-    ema: float | None = None,
+    ema: float | str | None = None,
     ema_every: int = 1,
     out_dir: str | Path | None = None,
     resume: bool = False,
@@ -62,6 +64,8 @@ def fit(
     verbose: bool = True,
     log_every: int = 50,
     config: dict[str, Any] | None = None,
+    time_budget: float | str | TimeBudget | None = None,
+    budget_reserve: float = 0.0,
 ) -> FitResult:
     """Train ``model`` with super-convergence: range test, one cycle, early stopping, best checkpoint, test.
 
@@ -111,8 +115,16 @@ def _handlers(state: FitState, options: FitOptions, signals: GracefulStop) -> li
     """The built-in handlers around the user's callbacks, in the order they must run."""
     out, config = options.out, options.config or {}
     handlers: list[Callback] = [ScheduleRecorder()]
-    if options.ema is not None:  # built after the range test, which restores the weights it swept
-        handlers.append(EMAHandler(WeightEMA(state.model, options.ema, options.ema_every)))
+    decay = ema_decay_for(state.total_steps) if options.ema == "auto" else options.ema
+    if options.ema == "auto" and state.result is not None:
+        state.result.decisions["ema"] = (
+            f"{decay}: time constant {EMA_SPAN} of {state.total_steps} updates" if decay is not None
+            else f"off: {state.total_steps} updates are too few for a weight average (fewer than {EMA_MIN_UPDATES})"
+        )  # fmt: skip
+    if state.result is not None:
+        state.result.ema = decay  # type: ignore[assignment]
+    if decay is not None:  # built after the range test, which restores the weights it swept
+        handlers.append(EMAHandler(WeightEMA(state.model, float(decay), options.ema_every)))
     handlers += [NonFiniteGuard(options.log_every), FirstStepTimer()]
     if progress_enabled(options.progress):
         handlers.append(ProgressBars(options.log_every))
