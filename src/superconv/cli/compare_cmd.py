@@ -87,7 +87,7 @@ def compare(**opts: Any) -> None:
             "precision": opts["precision"],
             "weight_decay": recipe.weight_decay,
             "label_smoothing": recipe.label_smoothing,
-            "range_test_kwargs": {"num_iter": recipe.range_test_iters},
+            "range_test_kwargs": {"num_iter": recipe.range_test_iters} if recipe.range_test_iters else {},
             "channels_last": "auto" if opts["channels_last"] is None else opts["channels_last"],
         },
         progress=click.echo,

@@ -129,7 +129,7 @@ class FiniteFloat(click.ParamType):
         try:
             number = float(value)
         except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
+            self.fail(f"{value!r} is not a valid float", param, ctx)
         low_ok = self.min is None or (number > self.min if self.min_open else number >= self.min)
         high_ok = self.max is None or (number < self.max if self.max_open else number <= self.max)
         if not math.isfinite(number) or not (low_ok and high_ok):
