@@ -19,7 +19,7 @@ from torch import nn
 
 from superconv import LRFinder, RangeTestResult
 from superconv.errors import ConfigError
-from superconv.finder.lr_finder import MIN_NUM_ITER, _schedule, find_lr
+from superconv.finder.lr_finder import find_lr
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -275,7 +275,7 @@ def test_accumulation_advances_per_update_and_records_the_mean() -> None:
         regression(5), start_lr=1e-5, end_lr=1e-2, num_iter=12, accumulation_steps=3
     )
     assert len(result.lrs) == 12 and steps == 12 and len(seen) == 36
-    assert result.lrs == pytest.approx(_schedule(1e-5, 1e-2, 12, "exp"))
+    assert result.lrs == pytest.approx(np.geomspace(1e-5, 1e-2, 12).tolist())
     for i in range(12):
         micro = seen[3 * i : 3 * i + 3]
         assert {lr for lr, _ in micro} == {result.lrs[i]}  # one LR per update
@@ -298,7 +298,7 @@ def test_amp_skipped_steps_do_not_advance_the_sweep() -> None:
     )
     assert result.skipped_steps > 0
     assert len(result.lrs) == 20
-    assert result.lrs == pytest.approx(_schedule(1e-9, 1e-6, 20, "exp"))
+    assert result.lrs == pytest.approx(np.geomspace(1e-9, 1e-6, 20).tolist())
     assert scaler.get_scale() == 2.0**127  # restored
 
 
@@ -369,7 +369,9 @@ def test_multi_input_tuple_batches() -> None:
     assert len(LRFinder(model, optimizer, CE).range_test(batches, num_iter=20).lrs) > 0
 
 
-def test_generator_loader_without_len_and_empty_loaders() -> None:
+def test_collections_with_a_length_are_accepted_iterators_without_one_refused() -> None:
+    # Contract change: torch-lr-finder refuses everything but a DataLoader and its adapters; superconv also takes
+    # any re-iterable collection with a length, and refuses (with torch-lr-finder's ValueError) what has none.
     model, optimizer = setup()
 
     def gen() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -379,16 +381,29 @@ def test_generator_loader_without_len_and_empty_loaders() -> None:
         def __iter__(self) -> Iterator[Any]:
             return gen()
 
-    assert len(LRFinder(model, optimizer, CE).range_test(Reiterable(), num_iter=12).lrs) > 0
+    class Sized(Reiterable):
+        def __len__(self) -> int:
+            return 2
+
+    assert len(LRFinder(model, optimizer, CE).range_test(Sized(), num_iter=12).lrs) == 12
+    with pytest.raises(ValueError, match=r"`train_loader` has unsupported type: Reiterable\. Expected a torch"):
+        LRFinder(model, optimizer, CE).range_test(Reiterable(), num_iter=12)
+    with pytest.raises(ValueError, match=r"`train_loader` has unsupported type: generator"):
+        LRFinder(model, optimizer, CE).range_test(gen(), num_iter=12)
     with pytest.raises(ConfigError, match=r"train_loader is empty \(len 0\); pass a loader with at least one"):
         LRFinder(model, optimizer, CE).range_test([], num_iter=20)
 
-    class Empty:
+    class Lying(Reiterable):
         def __iter__(self) -> Iterator[Any]:
             return iter(())
 
-    with pytest.raises(ValueError, match=r"train_loader yielded no batches; .*drop_last"):
-        LRFinder(model, optimizer, CE).range_test(Empty(), num_iter=20)
+        def __len__(self) -> int:
+            return 1
+
+    with pytest.raises(ConfigError, match=r"train_loader yielded no batches; .*drop_last"):
+        LRFinder(model, optimizer, CE).range_test(Lying(), num_iter=20)
+    with pytest.raises(ConfigError, match=r"val_loader yielded no batches"):
+        LRFinder(model, optimizer, CE).range_test(make_data(), Lying(), num_iter=20)
 
 
 def test_validation_mode() -> None:
@@ -451,13 +466,29 @@ def test_import_superconv_does_not_import_matplotlib() -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_default_start_lr_is_the_lower_of_the_optimizer_lr_and_1e_7() -> None:
+def test_start_lr_none_starts_each_group_at_its_lr_and_find_lr_at_1e_7() -> None:
+    # Contract change: torch-lr-finder's start_lr=None is the optimizer's LR (superconv used min(lr, 1e-7));
+    # find_lr, superconv's one call, keeps 1e-7.
     model, optimizer = setup()
-    result = LRFinder(model, optimizer, CE).range_test(make_data(), end_lr=1e-3, num_iter=12)
-    assert result.start_lr == 1e-7 and result.lrs[0] == pytest.approx(1e-7)
-    for group in optimizer.param_groups:
-        group["lr"] = 1e-8
-    assert LRFinder(model, optimizer, CE).range_test(make_data(), end_lr=1e-3, num_iter=12).start_lr == 1e-8
+    result = LRFinder(model, optimizer, CE).range_test(make_data(), end_lr=1.0, num_iter=12)
+    assert result.start_lr == 3e-3 and result.lrs[0] == 3e-3
+    assert find_lr(model, optimizer, make_data(), CE, end_lr=1e-3, num_iter=12, start_lr=None).lrs[0] == 1e-7
+    groups = torch.optim.SGD(
+        [{"params": [model.fc1.weight], "lr": 1e-3}, {"params": [model.fc2.weight], "lr": 1e-5}], lr=1e-4
+    )
+    seen: list[list[float]] = []
+
+    def loss_fn(m: nn.Module, batch: Any) -> torch.Tensor:
+        seen.append([g["lr"] for g in groups.param_groups])
+        return CE(m(batch[0]), batch[1])
+
+    LRFinder(model, groups, loss_fn=loss_fn).range_test(make_data(), end_lr=0.1, num_iter=3)
+    assert seen == [[1e-3, 1e-5], pytest.approx([1e-2, 1e-3]), [0.1, 0.1]]  # each group from its own LR
+    assert [g["lr"] for g in groups.param_groups] == [1e-3, 1e-5]
+    with pytest.raises(ConfigError, match=r"start_lr has 1 values but the optimizer has 2 param groups"):
+        LRFinder(model, groups, loss_fn=loss_fn).range_test(make_data(), start_lr=[1e-5], num_iter=3)
+    with pytest.raises(ConfigError, match=r"start_lr=None starts the sweep at the optimizer's LR, but param group 0"):
+        LRFinder(model, torch.optim.SGD(model.parameters(), lr=0.0), CE).range_test(make_data(), num_iter=3)
 
 
 # --------------------------------------------------------------------------------------------- bad arguments
@@ -466,22 +497,23 @@ def test_default_start_lr_is_the_lower_of_the_optimizer_lr_and_1e_7() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"start_lr": 0}, r"start_lr=0 must be a finite number > 0 \(e\.g\. 1e-7\)"),
-        ({"start_lr": -1e-3}, r"start_lr=-0\.001 must be a finite number > 0"),
-        ({"end_lr": float("inf")}, r"end_lr=inf must be a finite number > 0 \(e\.g\. 10\)"),
-        ({"start_lr": 1.0, "end_lr": 0.5}, r"end_lr=0\.5 must be greater than start_lr=1; the sweep goes up"),
-        ({"start_lr": 1e-3, "end_lr": 1e-3}, r"end_lr=0\.001 must be greater than start_lr=0\.001"),
+        ({"start_lr": 0}, r"Expected start_lr to be a positive, finite number \(e\.g\. 1e-7\), but got 0"),
+        ({"start_lr": -1e-3}, r"Expected start_lr to be a positive, finite number .*but got -0\.001"),
+        ({"end_lr": float("inf")}, r"Expected end_lr to be a positive, finite number \(the last LR .*but got inf"),
+        ({"start_lr": 1.0, "end_lr": 0.5}, r"end_lr=0\.5 must be greater than the start LR 1; the sweep goes up"),
+        ({"start_lr": 1e-3, "end_lr": 1e-3}, r"end_lr=0\.001 must be greater than the start LR 0\.001"),
+        ({"num_iter": 1}, r"Expected num_iter to be an integer >= 2, but got 1"),
+        ({"num_iter": 50.0}, r"Expected num_iter to be an integer >= 2, but got 50\.0"),
+        ({"step_mode": "log"}, r"Unknown step_mode 'log': expected one of exp, linear"),
         (
-            {"num_iter": MIN_NUM_ITER - 1},
-            rf"num_iter={MIN_NUM_ITER - 1} must be an integer >= {MIN_NUM_ITER}.*about 100",
+            {"smooth_f": 1},
+            r"Expected smooth_f in \[0, 1\) \(the weight of the newest loss.*0: no smoothing\), but got 1",
         ),
-        ({"num_iter": 50.0}, r"num_iter=50\.0 must be an integer"),
-        ({"step_mode": "log"}, r"step_mode='log' must be 'exp' \(geometric, the usual\) or 'linear'"),
-        ({"smooth_f": 0}, r"smooth_f=0 must be a number in \(0, 1\]"),
-        ({"diverge_th": 1}, r"diverge_th=1 must be a number > 1 .*use e\.g\. 5"),
-        ({"accumulation_steps": 0}, r"accumulation_steps=0 must be an integer >= 1 \(micro-batches per"),
+        ({"diverge_th": 0.5}, r"Expected diverge_th to be a number >= 1 .*e\.g\. 5, but got 0\.5"),
+        ({"accumulation_steps": 0}, r"Expected accumulation_steps to be a positive integer, but got 0"),
+        ({"non_blocking_transfer": "yes"}, r"Expected non_blocking_transfer to be True or False, but got 'yes'"),
         ({"val_batches": 2}, r"val_batches=2 was given without a val_loader; pass val_loader="),
-        ({"val_batches": 0, "val_loader": [1]}, r"val_batches=0 must be an integer >= 1 or None"),
+        ({"val_batches": 0, "val_loader": [1]}, r"Expected val_batches to be a positive integer, but got 0"),
         (
             {"autocast_dtype": torch.float64},
             r"autocast_dtype=torch\.float64 must be torch\.bfloat16, torch\.float16",
@@ -489,10 +521,10 @@ def test_default_start_lr_is_the_lower_of_the_optimizer_lr_and_1e_7() -> None:
         ({"grad_scaler": object()}, r"grad_scaler=object is not a GradScaler; pass torch\.amp\.GradScaler"),
         (
             {"estimator": "magic"},
-            r"estimator='magic' is not one of minimum, steepest, valley, min_div_10, min_div_3, descent",
+            r"Unknown estimator 'magic': expected one of minimum, steepest, valley, min_div_10, min_div_3, descent",
         ),
-        ({"progress": "yes"}, r"progress='yes' must be True, False or None"),
-        ({"val_loader": 3}, r"val_loader=int is not iterable; pass a DataLoader"),
+        ({"progress": "yes"}, r"Expected progress to be True, False or None \(only on a terminal\), but got 'yes'"),
+        ({"val_loader": 3}, r"`val_loader` has unsupported type: int\. Expected a torch\.utils\.data\.DataLoader"),
     ],
 )
 def test_bad_range_test_arguments(kwargs: dict[str, Any], message: str) -> None:
@@ -503,7 +535,7 @@ def test_bad_range_test_arguments(kwargs: dict[str, Any], message: str) -> None:
     assert_restored(before, model, optimizer)
 
 
-def test_bad_constructor_arguments() -> None:
+def test_bad_constructor_arguments(tmp_path: Path) -> None:
     model, optimizer = setup()
     with pytest.raises(ConfigError, match=r"model=str is not a torch\.nn\.Module; pass the model"):
         LRFinder("model", optimizer, CE)  # type: ignore[arg-type]
@@ -513,16 +545,26 @@ def test_bad_constructor_arguments() -> None:
         LRFinder(model, optimizer, "ce")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"loss_fn=3 is not callable; pass a function loss_fn\(model, batch\)"):
         LRFinder(model, optimizer, loss_fn=3)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"memory_cache=False needs a cache_dir"):
-        LRFinder(model, optimizer, CE, memory_cache=False)
+    file = tmp_path / "a-file"
+    file.write_text("")
+    with pytest.raises(ConfigError, match=r"cache_dir='.*a-file' is a file, not a folder; pass a folder"):
+        LRFinder(model, optimizer, CE, memory_cache=False, cache_dir=file)
     with pytest.raises(ConfigError, match=r"scheduler=int has no state_dict/load_state_dict"):
         LRFinder(model, optimizer, CE, scheduler=3)
-    with pytest.raises(ConfigError, match=r"device='gpu0' is not a torch device; pass e\.g\. 'cpu'"):
+    with pytest.raises(ConfigError, match=r"Unknown device 'gpu0': expected auto, cpu, cuda, cuda:N or mps"):
         LRFinder(model, optimizer, CE, device="gpu0")
     with pytest.raises(ConfigError, match=r"criterion=None and no loss_fn: pass a criterion"):
         LRFinder(model, optimizer).range_test(make_data(), num_iter=20)
-    with pytest.raises(ConfigError, match=r"plot\(\) needs a finished range test"):
-        LRFinder(model, optimizer, CE).plot()
+    with pytest.raises(RuntimeError, match=r"Need at least 17 iterations to suggest a learning rate\. Got 0"):
+        LRFinder(model, optimizer, CE).plot()  # torch-lr-finder's error (superconv raised ConfigError before)
+    with pytest.raises(ConfigError, match=r"plot_detailed\(\) needs a finished range test: call range_test"):
+        LRFinder(model, optimizer, CE).plot_detailed()
+    with pytest.raises(ConfigError, match=r"Unknown amp backend: 'cuda'; expected None, 'torch' or 'apex'"):
+        LRFinder(model, optimizer, CE, amp_backend="cuda")
+    with pytest.raises(ConfigError, match=r"`grad_scaler` is required when using `torch\.amp` \(amp_backend='torch'\)"):
+        LRFinder(model, optimizer, CE, amp_backend="torch")
+    with pytest.raises(ConfigError, match=r"amp_config=\['cpu'\] must be a dict of torch\.autocast arguments"):
+        LRFinder(model, optimizer, CE, amp_config=["cpu"])  # type: ignore[arg-type]
 
 
 def test_bad_batches_and_losses_are_explained() -> None:
