@@ -579,3 +579,177 @@ def test_bad_batches_and_losses_are_explained() -> None:
     with pytest.raises(ConfigError, match=r"returned dict without a 'loss' for a dict batch; pass loss_fn="):
         LRFinder(no_loss, optimizer, CE).range_test(dict_batches, num_iter=20)
     assert_restored(before, model, optimizer)
+
+
+# --------------------------------------------------------------------------------------------- defects (issue 15)
+
+
+class BatchNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.bn(self.fc(x))))
+
+
+def bn_setup() -> tuple[nn.Module, torch.optim.Optimizer, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    model = BatchNormNet()
+    model(torch.randn(16, 6))  # running stats away from their init
+    model.eval()
+    return model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9), clone(dict(model.named_buffers()))
+
+
+def test_device_argument_puts_back_the_buffers_module_to_replaced() -> None:
+    # Issue 15 #1: Module.to(device) replaces buffer tensors; the snapshot used to copy the saved values into the
+    # old objects, so the module kept the swept statistics, on the other device. "meta" is a second device on any
+    # machine: the sweep fails on it at the first .item(), and everything must come back all the same.
+    model, optimizer, buffers = bn_setup()
+    before = capture(model, optimizer)
+    running_mean = model.bn.running_mean
+    with pytest.raises(RuntimeError, match="meta"):
+        LRFinder(model, optimizer, CE, device="meta").range_test(make_data(), num_iter=10)
+    assert model.bn.running_mean is running_mean  # the original objects, in place
+    assert_same(buffers, dict(model.named_buffers()), "buffers")
+    assert_restored(before, model, optimizer)
+
+
+def test_snapshot_restores_tensors_replaced_behind_its_back() -> None:
+    from superconv.finder.snapshot import Snapshot
+
+    model, optimizer, buffers = bn_setup()
+    weight = model.fc.weight
+    snapshot = Snapshot(model, optimizer, None, None, torch.device("cpu"), None)
+    model.bn.running_var = torch.full((8,), 7.0)  # what Module.to does to a buffer on another device
+    model.fc.weight = nn.Parameter(torch.zeros(8, 6))  # and to a parameter with swapped conversion
+    snapshot.restore()
+    assert_same(buffers, dict(model.named_buffers()), "buffers")
+    assert model.fc.weight is weight and optimizer.param_groups[0]["params"][0] is weight
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_cuda_for_a_cpu_model_restores_it_on_the_cpu() -> None:
+    model, optimizer, buffers = bn_setup()
+    before = capture(model, optimizer)
+    result = LRFinder(model, optimizer, CE, device="cuda").range_test(make_data(), start_lr=1e-5, num_iter=20)
+    assert len(result.lrs) > 0
+    assert all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
+    assert_same(buffers, dict(model.named_buffers()), "buffers")
+    assert_restored(before, model, optimizer)
+
+
+def test_a_sweep_nan_from_the_start_says_so_instead_of_max_lr_nan(tmp_path: Path) -> None:
+    # Issue 15 #9: one_cycle_kwargs() (what fit and the CLI use) returned max_lr=nan, which failed later with a
+    # confusing message. It now says the sweep diverged at once, where, and what to try.
+    model, optimizer = setup()
+
+    def loss_fn(m: nn.Module, batch: Any) -> torch.Tensor:
+        return CE(m(batch[0]), batch[1]) * float("nan")
+
+    result = LRFinder(model, optimizer, loss_fn=loss_fn).range_test(make_data(), start_lr=1e-4, num_iter=20)
+    message = r"diverged at once: the loss was NaN/inf at its first step \(lr=0\.0001\)\. Try a lower start_lr"
+    with pytest.raises(ConfigError, match=message):
+        result.one_cycle_kwargs()
+    assert json.loads(result.to_json(tmp_path / "r.json").read_text())["one_cycle_kwargs"] is None
+    with pytest.raises(ConfigError, match=r"check the data and the model for NaN/inf"):
+        find_lr(model, optimizer, make_data(), loss_fn=loss_fn, num_iter=20, json_path=tmp_path / "f.json")
+    assert (tmp_path / "f.json").exists()  # written before the error, for a look
+
+
+def test_plot_with_a_path_saves_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 15 #9: LRFinder.plot(path=...) saved the figure twice.
+    from matplotlib.figure import Figure
+
+    saved: list[str] = []
+    original = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda self, fname, **kw: (saved.append(str(fname)), original(self, fname, **kw))
+    )
+    model, optimizer = setup()
+    finder = LRFinder(model, optimizer, CE)
+    finder.range_test(make_data(), start_lr=1e-5, num_iter=30)
+    ax, lr = finder.plot(path=tmp_path / "a.png")
+    assert saved == [str(tmp_path / "a.png")] and lr == finder.result.suggestion  # type: ignore[union-attr]
+    assert len(ax.lines) == 1 and len(ax.collections) == 1  # torch-lr-finder's figure: one curve, one dot
+    finder.plot_detailed(tmp_path / "b.png")
+    assert saved[1:] == [str(tmp_path / "b.png")] and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("losses", "stops_at"),
+    [
+        ([2.0, 1.0, 0.8, 3.9, 4.1], 4),  # torch-lr-finder's rule: 4.1 > 5 * 0.8
+        ([2.0, 0.01, 0.04, 0.06, 0.3], None),  # near zero: 0.06 > 5 * 0.01 would stop on noise; the floor holds
+        ([2.0, 0.01, 0.5, 0.9], 3),  # ... until the rise is 4 tenths of the drop: 0.9 > 0.01 + 4 * 0.199
+        ([-10.0, -11.0, -10.5, 20.0, 40.0], 4),  # negative best (5 * best would stop at once): 40 > -11 + 4 * 11
+    ],
+)
+def test_the_divergence_rule_is_the_documented_one(losses: list[float], stops_at: int | None) -> None:
+    # Issue 15 #9: the docstring said "for positive losses this is torch-lr-finder's rule", which the code was not.
+    from superconv.finder.plan import Divergence
+
+    watch = Divergence(smooth_f=0.0, diverge_th=5.0)
+    flags = [watch.diverged(watch.add(v)) for v in losses]
+    assert (flags.index(True) if True in flags else None) == stops_at
+
+
+def test_history_holds_what_was_recorded_when_the_test_raises() -> None:
+    # torch-lr-finder fills history as it goes; an interrupted test can still be plotted
+    model, optimizer = setup()
+    calls = 0
+
+    def loss_fn(m: nn.Module, batch: Any) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        if calls == 8:
+            raise KeyboardInterrupt
+        return CE(m(batch[0]), batch[1])
+
+    finder = LRFinder(model, optimizer, loss_fn=loss_fn)
+    with pytest.raises(KeyboardInterrupt):
+        finder.range_test(make_data(), start_lr=1e-5, num_iter=20)
+    assert len(finder.history["lr"]) == len(finder.history["loss"]) == 7
+    assert finder.best_loss == min(finder.history["loss"])
+
+
+def test_apex_backend_scales_the_loss_when_apex_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    import types
+
+    calls: list[float] = []
+
+    @contextlib.contextmanager
+    def scale_loss(loss: torch.Tensor, optimizer: Any) -> Iterator[torch.Tensor]:
+        calls.append(loss.item())
+        yield loss * 1.0
+
+    apex_amp = types.ModuleType("apex.amp")
+    apex_amp.scale_loss = scale_loss  # type: ignore[attr-defined]
+    apex = types.ModuleType("apex")
+    apex.amp = apex_amp  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "apex", apex)
+    monkeypatch.setitem(sys.modules, "apex.amp", apex_amp)
+    model, optimizer = setup()
+    optimizer._amp_stash = object()  # type: ignore[attr-defined]  # what amp.initialize leaves
+    finder = LRFinder(model, optimizer, CE, amp_backend="apex")
+    finder.range_test(make_data(), start_lr=1e-5, num_iter=6, accumulation_steps=2)
+    assert len(calls) == 12 and len(finder.history["lr"]) == 6
+
+
+def test_several_inputs_in_a_list_of_batches_but_inputs_labels_extras_from_a_dataloader() -> None:
+    # The one batch rule that depends on the loader: a plain list keeps superconv's (x1, ..., xn, target); a
+    # DataLoader follows torch-lr-finder's (inputs, labels, *extras).
+    model = TwoInputs()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    xs, ys = zip(*make_data(4))
+    as_list = [(x, x[:, :2], y) for x, y in zip(xs, ys)]
+    assert len(LRFinder(model, optimizer, CE).range_test(as_list, num_iter=5).lrs) == 5
+    x, y = torch.cat(xs), torch.cat(ys)
+    extras = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y, torch.zeros_like(y)), batch_size=16)
+    one_input = nn.Linear(6, 3)
+    finder = LRFinder(one_input, torch.optim.SGD(one_input.parameters(), lr=1e-4), CE)
+    assert len(finder.range_test(extras, num_iter=5).lrs) == 5

@@ -179,55 +179,49 @@ class LRFinder:
 
         Raises:
             ConfigError: (a ``ValueError``) for a bad argument, an unsupported or empty loader.
-
-        Example:
-            >>> import torch
-            >>> model = torch.nn.Linear(2, 2)
-            >>> opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-            >>> data = [(torch.randn(8, 2), torch.randint(0, 2, (8,)))] * 3
-            >>> r = LRFinder(model, opt, torch.nn.CrossEntropyLoss()).range_test(data, num_iter=20)
-            >>> r.one_cycle_kwargs()["max_lr"] > 0
-            True
         """
         group_lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
         plan = make_plan(group_lrs, start_lr, end_lr, num_iter, step_mode, smooth_f, diverge_th,
                          accumulation_steps, non_blocking_transfer, val_batches)  # fmt: skip
         train_kind = loader_kind(train_loader, "train_loader")
-        if val_loader is not None:
-            loader_kind(val_loader, "val_loader")
-        elif val_batches is not None:
-            raise ConfigError(f"val_batches={val_batches!r} was given without a val_loader; pass val_loader=... too.")
         scaler = grad_scaler if grad_scaler is not None else self.grad_scaler
-        amp.check_scaler(scaler)
-        amp.check_autocast_dtype(autocast_dtype)
-        if estimator not in suggest.ESTIMATORS:
-            raise ConfigError(f"Unknown estimator {estimator!r}: expected one of {', '.join(suggest.ESTIMATORS)}")
-        if progress is not None and not isinstance(progress, bool):
-            raise ConfigError(f"Expected progress to be True, False or None (only on a terminal), but got {progress!r}")
+        _check_options(val_loader, val_batches, scaler, autocast_dtype, estimator, progress)
+        t0 = time.perf_counter()
+        batches = TrainBatches(train_loader, train_kind)
+        precision = (self.amp_backend, self.amp_config, scaler, autocast_dtype, self._apex_amp)
+        record = self._sweep(plan, batches, val_loader, loss_fn or self.loss_fn, precision, progress)
+        self.result = _result(record, plan, estimator, val_loader is not None, time.perf_counter() - t0)
+        return self.result
 
+    def _sweep(
+        self,
+        plan: SweepPlan,
+        batches: TrainBatches,
+        val_loader: Iterable[Any] | None,
+        loss_fn: LossFn | None,
+        precision: tuple[Any, ...],
+        progress: bool | None,
+    ) -> SweepRecord:
+        """Snapshot, sweep, restore (also on error); ``history`` fills as the sweep runs."""
         self.reset()  # a previous test's snapshot that was never restored
+        scaler = precision[2]
         self._snapshot = Snapshot(self.model, self.optimizer, scaler, self.scheduler, self.snapshot_device,
                                   self.cache_dir)  # fmt: skip
         record = SweepRecord()
-        self.history, self.best_loss = {"lr": record.lrs, "loss": record.smoothed}, None  # filled as it runs
-        t0 = time.perf_counter()
+        self.history, self.best_loss = {"lr": record.lrs, "loss": record.smoothed}, None
         try:
             if self.device is not None:
                 self.model.to(self.device)
             device = self._device()
-            batch_loss = BatchLoss(self.model, self.criterion, loss_fn or self.loss_fn, train_kind)
-            precision = amp.Precision(device, self.amp_backend, self.amp_config, scaler, autocast_dtype,
-                                      self._apex_amp)  # fmt: skip
-            sweep = Sweep(self.model, self.optimizer, plan, batch_loss, precision, device, val_loader)
-            sweep.run(
-                TrainBatches(train_loader, train_kind), record, sys.stderr.isatty() if progress is None else progress
-            )
+            batch_loss = BatchLoss(self.model, self.criterion, loss_fn, batches.kind)
+            sweep = Sweep(self.model, self.optimizer, plan, batch_loss, amp.Precision(device, *precision), device,
+                          val_loader)  # fmt: skip
+            sweep.run(batches, record, sys.stderr.isatty() if progress is None else progress)
         finally:
             self.reset()
             self.history = {"lr": list(record.lrs), "loss": list(record.smoothed)}
             self.best_loss = min(record.smoothed) if record.smoothed else None
-        self.result = _result(record, plan, estimator, val_loader is not None, time.perf_counter() - t0)
-        return self.result
+        return record
 
     def reset(self) -> None:
         """Restore the model and optimizer to their state before the test.
@@ -333,6 +327,21 @@ def _check_parts(
             f"scheduler={type(scheduler).__name__} has no state_dict/load_state_dict; pass a torch LR "
             "scheduler (or None)."
         )
+
+
+def _check_options(
+    val_loader: Any, val_batches: Any, scaler: Any, autocast_dtype: Any, estimator: Any, progress: Any
+) -> None:  # range_test's checks beyond the plan's
+    if val_loader is not None:
+        loader_kind(val_loader, "val_loader")
+    elif val_batches is not None:
+        raise ConfigError(f"val_batches={val_batches!r} was given without a val_loader; pass val_loader=... too.")
+    amp.check_scaler(scaler)
+    amp.check_autocast_dtype(autocast_dtype)
+    if estimator not in suggest.ESTIMATORS:
+        raise ConfigError(f"Unknown estimator {estimator!r}: expected one of {', '.join(suggest.ESTIMATORS)}")
+    if progress is not None and not isinstance(progress, bool):
+        raise ConfigError(f"Expected progress to be True, False or None (only on a terminal), but got {progress!r}")
 
 
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
