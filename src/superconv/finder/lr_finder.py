@@ -188,8 +188,7 @@ class LRFinder:
         _check_options(val_loader, val_batches, scaler, autocast_dtype, estimator, progress)
         t0 = time.perf_counter()
         batches = TrainBatches(train_loader, train_kind)
-        precision = (self.amp_backend, self.amp_config, scaler, autocast_dtype, self._apex_amp)
-        record = self._sweep(plan, batches, val_loader, loss_fn or self.loss_fn, precision, progress)
+        record = self._sweep(plan, batches, val_loader, loss_fn or self.loss_fn, scaler, autocast_dtype, progress)
         self.result = _result(record, plan, estimator, val_loader is not None, time.perf_counter() - t0)
         return self.result
 
@@ -199,12 +198,12 @@ class LRFinder:
         batches: TrainBatches,
         val_loader: Iterable[Any] | None,
         loss_fn: LossFn | None,
-        precision: tuple[Any, ...],
+        scaler: Any | None,
+        autocast_dtype: torch.dtype | None,
         progress: bool | None,
     ) -> SweepRecord:
         """Snapshot, sweep, restore (also on error); ``history`` fills as the sweep runs."""
         self.reset()  # a previous test's snapshot that was never restored
-        scaler = precision[2]
         self._snapshot = Snapshot(self.model, self.optimizer, scaler, self.scheduler, self.snapshot_device,
                                   self.cache_dir)  # fmt: skip
         record = SweepRecord()
@@ -214,8 +213,8 @@ class LRFinder:
                 self.model.to(self.device)
             device = self._device()
             batch_loss = BatchLoss(self.model, self.criterion, loss_fn, batches.kind)
-            sweep = Sweep(self.model, self.optimizer, plan, batch_loss, amp.Precision(device, *precision), device,
-                          val_loader)  # fmt: skip
+            precision = amp.Precision(device, self.amp_backend, self.amp_config, scaler, autocast_dtype, self._apex_amp)
+            sweep = Sweep(self.model, self.optimizer, plan, batch_loss, precision, device, val_loader)
             sweep.run(batches, record, sys.stderr.isatty() if progress is None else progress)
         finally:
             self.reset()
@@ -271,7 +270,7 @@ class LRFinder:
         Example:
             >>> import torch
             >>> finder = LRFinder(torch.nn.Linear(1, 1), torch.optim.SGD([torch.zeros(1)], lr=0.1))
-            >>> finder.plot()
+            >>> finder.plot()  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
             RuntimeError: Need at least 17 iterations to suggest a learning rate. Got 0; ...
