@@ -111,3 +111,21 @@ def test_fit_end_to_end_on_cuda(precision: str, tmp_path) -> None:  # type: igno
         assert result.lrs[-1] < result.max_lr / 1e3  # the annihilation tail was reached
     ckpt = torch.load(tmp_path / "best.pt", weights_only=True, map_location="cpu")
     assert all(t.device.type == "cpu" for t in ckpt["model"].values())
+
+
+def test_auto_precision_is_bf16_only_on_a_gpu_that_computes_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 15 #4: torch.cuda.is_bf16_supported() also counts emulation (True on a V100 or T4) and asks about the
+    # current GPU; precision="auto" must look at the requested GPU's compute capability.
+    from superconv.device import resolve_precision
+
+    capability = {0: (8, 0), 1: (7, 5)}  # GPU 0 an A100, GPU 1 a T4 (the current one)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability[index])
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert resolve_precision("auto", torch.device("cuda:1")) is torch.float16
+    assert resolve_precision("auto", torch.device("cuda")) is torch.float16  # the current GPU
+    assert resolve_precision("auto", torch.device("cuda:0")) is torch.bfloat16
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    assert resolve_precision("auto", torch.device("cuda:1")) is torch.bfloat16  # every ROCm GPU has bf16

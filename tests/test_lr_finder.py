@@ -19,7 +19,7 @@ from torch import nn
 
 from superconv import LRFinder, RangeTestResult
 from superconv.errors import ConfigError
-from superconv.finder.lr_finder import MIN_NUM_ITER, _schedule, find_lr
+from superconv.finder.lr_finder import find_lr
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -275,7 +275,7 @@ def test_accumulation_advances_per_update_and_records_the_mean() -> None:
         regression(5), start_lr=1e-5, end_lr=1e-2, num_iter=12, accumulation_steps=3
     )
     assert len(result.lrs) == 12 and steps == 12 and len(seen) == 36
-    assert result.lrs == pytest.approx(_schedule(1e-5, 1e-2, 12, "exp"))
+    assert result.lrs == pytest.approx(np.geomspace(1e-5, 1e-2, 12).tolist())
     for i in range(12):
         micro = seen[3 * i : 3 * i + 3]
         assert {lr for lr, _ in micro} == {result.lrs[i]}  # one LR per update
@@ -298,7 +298,7 @@ def test_amp_skipped_steps_do_not_advance_the_sweep() -> None:
     )
     assert result.skipped_steps > 0
     assert len(result.lrs) == 20
-    assert result.lrs == pytest.approx(_schedule(1e-9, 1e-6, 20, "exp"))
+    assert result.lrs == pytest.approx(np.geomspace(1e-9, 1e-6, 20).tolist())
     assert scaler.get_scale() == 2.0**127  # restored
 
 
@@ -369,7 +369,9 @@ def test_multi_input_tuple_batches() -> None:
     assert len(LRFinder(model, optimizer, CE).range_test(batches, num_iter=20).lrs) > 0
 
 
-def test_generator_loader_without_len_and_empty_loaders() -> None:
+def test_collections_with_a_length_are_accepted_iterators_without_one_refused() -> None:
+    # Contract change: torch-lr-finder refuses everything but a DataLoader and its adapters; superconv also takes
+    # any re-iterable collection with a length, and refuses (with torch-lr-finder's ValueError) what has none.
     model, optimizer = setup()
 
     def gen() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -379,16 +381,29 @@ def test_generator_loader_without_len_and_empty_loaders() -> None:
         def __iter__(self) -> Iterator[Any]:
             return gen()
 
-    assert len(LRFinder(model, optimizer, CE).range_test(Reiterable(), num_iter=12).lrs) > 0
+    class Sized(Reiterable):
+        def __len__(self) -> int:
+            return 2
+
+    assert len(LRFinder(model, optimizer, CE).range_test(Sized(), num_iter=12).lrs) == 12
+    with pytest.raises(ValueError, match=r"`train_loader` has unsupported type: Reiterable\. Expected a torch"):
+        LRFinder(model, optimizer, CE).range_test(Reiterable(), num_iter=12)
+    with pytest.raises(ValueError, match=r"`train_loader` has unsupported type: generator"):
+        LRFinder(model, optimizer, CE).range_test(gen(), num_iter=12)
     with pytest.raises(ConfigError, match=r"train_loader is empty \(len 0\); pass a loader with at least one"):
         LRFinder(model, optimizer, CE).range_test([], num_iter=20)
 
-    class Empty:
+    class Lying(Reiterable):
         def __iter__(self) -> Iterator[Any]:
             return iter(())
 
-    with pytest.raises(ValueError, match=r"train_loader yielded no batches; .*drop_last"):
-        LRFinder(model, optimizer, CE).range_test(Empty(), num_iter=20)
+        def __len__(self) -> int:
+            return 1
+
+    with pytest.raises(ConfigError, match=r"train_loader yielded no batches; .*drop_last"):
+        LRFinder(model, optimizer, CE).range_test(Lying(), num_iter=20)
+    with pytest.raises(ConfigError, match=r"val_loader yielded no batches"):
+        LRFinder(model, optimizer, CE).range_test(make_data(), Lying(), num_iter=20)
 
 
 def test_validation_mode() -> None:
@@ -451,13 +466,29 @@ def test_import_superconv_does_not_import_matplotlib() -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_default_start_lr_is_the_lower_of_the_optimizer_lr_and_1e_7() -> None:
+def test_start_lr_none_starts_each_group_at_its_lr_and_find_lr_at_1e_7() -> None:
+    # Contract change: torch-lr-finder's start_lr=None is the optimizer's LR (superconv used min(lr, 1e-7));
+    # find_lr, superconv's one call, keeps 1e-7.
     model, optimizer = setup()
-    result = LRFinder(model, optimizer, CE).range_test(make_data(), end_lr=1e-3, num_iter=12)
-    assert result.start_lr == 1e-7 and result.lrs[0] == pytest.approx(1e-7)
-    for group in optimizer.param_groups:
-        group["lr"] = 1e-8
-    assert LRFinder(model, optimizer, CE).range_test(make_data(), end_lr=1e-3, num_iter=12).start_lr == 1e-8
+    result = LRFinder(model, optimizer, CE).range_test(make_data(), end_lr=1.0, num_iter=12)
+    assert result.start_lr == 3e-3 and result.lrs[0] == 3e-3
+    assert find_lr(model, optimizer, make_data(), CE, end_lr=1e-3, num_iter=12, start_lr=None).lrs[0] == 1e-7
+    groups = torch.optim.SGD(
+        [{"params": [model.fc1.weight], "lr": 1e-3}, {"params": [model.fc2.weight], "lr": 1e-5}], lr=1e-4
+    )
+    seen: list[list[float]] = []
+
+    def loss_fn(m: nn.Module, batch: Any) -> torch.Tensor:
+        seen.append([g["lr"] for g in groups.param_groups])
+        return CE(m(batch[0]), batch[1])
+
+    LRFinder(model, groups, loss_fn=loss_fn).range_test(make_data(), end_lr=0.1, num_iter=3)
+    assert seen == [[1e-3, 1e-5], pytest.approx([1e-2, 1e-3]), [0.1, 0.1]]  # each group from its own LR
+    assert [g["lr"] for g in groups.param_groups] == [1e-3, 1e-5]
+    with pytest.raises(ConfigError, match=r"start_lr has 1 values but the optimizer has 2 param groups"):
+        LRFinder(model, groups, loss_fn=loss_fn).range_test(make_data(), start_lr=[1e-5], num_iter=3)
+    with pytest.raises(ConfigError, match=r"start_lr=None starts the sweep at the optimizer's LR, but param group 0"):
+        LRFinder(model, torch.optim.SGD(model.parameters(), lr=0.0), CE).range_test(make_data(), num_iter=3)
 
 
 # --------------------------------------------------------------------------------------------- bad arguments
@@ -466,22 +497,23 @@ def test_default_start_lr_is_the_lower_of_the_optimizer_lr_and_1e_7() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"start_lr": 0}, r"start_lr=0 must be a finite number > 0 \(e\.g\. 1e-7\)"),
-        ({"start_lr": -1e-3}, r"start_lr=-0\.001 must be a finite number > 0"),
-        ({"end_lr": float("inf")}, r"end_lr=inf must be a finite number > 0 \(e\.g\. 10\)"),
-        ({"start_lr": 1.0, "end_lr": 0.5}, r"end_lr=0\.5 must be greater than start_lr=1; the sweep goes up"),
-        ({"start_lr": 1e-3, "end_lr": 1e-3}, r"end_lr=0\.001 must be greater than start_lr=0\.001"),
+        ({"start_lr": 0}, r"Expected start_lr to be a positive, finite number \(e\.g\. 1e-7\), but got 0"),
+        ({"start_lr": -1e-3}, r"Expected start_lr to be a positive, finite number .*but got -0\.001"),
+        ({"end_lr": float("inf")}, r"Expected end_lr to be a positive, finite number \(the last LR .*but got inf"),
+        ({"start_lr": 1.0, "end_lr": 0.5}, r"end_lr=0\.5 must be greater than the start LR 1; the sweep goes up"),
+        ({"start_lr": 1e-3, "end_lr": 1e-3}, r"end_lr=0\.001 must be greater than the start LR 0\.001"),
+        ({"num_iter": 1}, r"Expected num_iter to be an integer >= 2, but got 1"),
+        ({"num_iter": 50.0}, r"Expected num_iter to be an integer >= 2, but got 50\.0"),
+        ({"step_mode": "log"}, r"Unknown step_mode 'log': expected one of exp, linear"),
         (
-            {"num_iter": MIN_NUM_ITER - 1},
-            rf"num_iter={MIN_NUM_ITER - 1} must be an integer >= {MIN_NUM_ITER}.*about 100",
+            {"smooth_f": 1},
+            r"Expected smooth_f in \[0, 1\) \(the weight of the newest loss.*0: no smoothing\), but got 1",
         ),
-        ({"num_iter": 50.0}, r"num_iter=50\.0 must be an integer"),
-        ({"step_mode": "log"}, r"step_mode='log' must be 'exp' \(geometric, the usual\) or 'linear'"),
-        ({"smooth_f": 0}, r"smooth_f=0 must be a number in \(0, 1\]"),
-        ({"diverge_th": 1}, r"diverge_th=1 must be a number > 1 .*use e\.g\. 5"),
-        ({"accumulation_steps": 0}, r"accumulation_steps=0 must be an integer >= 1 \(micro-batches per"),
+        ({"diverge_th": 0.5}, r"Expected diverge_th to be a number >= 1 .*e\.g\. 5, but got 0\.5"),
+        ({"accumulation_steps": 0}, r"Expected accumulation_steps to be a positive integer, but got 0"),
+        ({"non_blocking_transfer": "yes"}, r"Expected non_blocking_transfer to be True or False, but got 'yes'"),
         ({"val_batches": 2}, r"val_batches=2 was given without a val_loader; pass val_loader="),
-        ({"val_batches": 0, "val_loader": [1]}, r"val_batches=0 must be an integer >= 1 or None"),
+        ({"val_batches": 0, "val_loader": [1]}, r"Expected val_batches to be a positive integer, but got 0"),
         (
             {"autocast_dtype": torch.float64},
             r"autocast_dtype=torch\.float64 must be torch\.bfloat16, torch\.float16",
@@ -489,10 +521,10 @@ def test_default_start_lr_is_the_lower_of_the_optimizer_lr_and_1e_7() -> None:
         ({"grad_scaler": object()}, r"grad_scaler=object is not a GradScaler; pass torch\.amp\.GradScaler"),
         (
             {"estimator": "magic"},
-            r"estimator='magic' is not one of minimum, steepest, valley, min_div_10, min_div_3, descent",
+            r"Unknown estimator 'magic': expected one of minimum, steepest, valley, min_div_10, min_div_3, descent",
         ),
-        ({"progress": "yes"}, r"progress='yes' must be True, False or None"),
-        ({"val_loader": 3}, r"val_loader=int is not iterable; pass a DataLoader"),
+        ({"progress": "yes"}, r"Expected progress to be True, False or None \(only on a terminal\), but got 'yes'"),
+        ({"val_loader": 3}, r"`val_loader` has unsupported type: int\. Expected a torch\.utils\.data\.DataLoader"),
     ],
 )
 def test_bad_range_test_arguments(kwargs: dict[str, Any], message: str) -> None:
@@ -503,7 +535,7 @@ def test_bad_range_test_arguments(kwargs: dict[str, Any], message: str) -> None:
     assert_restored(before, model, optimizer)
 
 
-def test_bad_constructor_arguments() -> None:
+def test_bad_constructor_arguments(tmp_path: Path) -> None:
     model, optimizer = setup()
     with pytest.raises(ConfigError, match=r"model=str is not a torch\.nn\.Module; pass the model"):
         LRFinder("model", optimizer, CE)  # type: ignore[arg-type]
@@ -513,16 +545,26 @@ def test_bad_constructor_arguments() -> None:
         LRFinder(model, optimizer, "ce")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"loss_fn=3 is not callable; pass a function loss_fn\(model, batch\)"):
         LRFinder(model, optimizer, loss_fn=3)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"memory_cache=False needs a cache_dir"):
-        LRFinder(model, optimizer, CE, memory_cache=False)
+    file = tmp_path / "a-file"
+    file.write_text("")
+    with pytest.raises(ConfigError, match=r"cache_dir='.*a-file' is a file, not a folder; pass a folder"):
+        LRFinder(model, optimizer, CE, memory_cache=False, cache_dir=file)
     with pytest.raises(ConfigError, match=r"scheduler=int has no state_dict/load_state_dict"):
         LRFinder(model, optimizer, CE, scheduler=3)
-    with pytest.raises(ConfigError, match=r"device='gpu0' is not a torch device; pass e\.g\. 'cpu'"):
+    with pytest.raises(ConfigError, match=r"Unknown device 'gpu0': expected auto, cpu, cuda, cuda:N or mps"):
         LRFinder(model, optimizer, CE, device="gpu0")
     with pytest.raises(ConfigError, match=r"criterion=None and no loss_fn: pass a criterion"):
         LRFinder(model, optimizer).range_test(make_data(), num_iter=20)
-    with pytest.raises(ConfigError, match=r"plot\(\) needs a finished range test"):
-        LRFinder(model, optimizer, CE).plot()
+    with pytest.raises(RuntimeError, match=r"Need at least 17 iterations to suggest a learning rate\. Got 0"):
+        LRFinder(model, optimizer, CE).plot()  # torch-lr-finder's error (superconv raised ConfigError before)
+    with pytest.raises(ConfigError, match=r"plot_detailed\(\) needs a finished range test: call range_test"):
+        LRFinder(model, optimizer, CE).plot_detailed()
+    with pytest.raises(ConfigError, match=r"Unknown amp backend: 'cuda'; expected None, 'torch' or 'apex'"):
+        LRFinder(model, optimizer, CE, amp_backend="cuda")
+    with pytest.raises(ConfigError, match=r"`grad_scaler` is required when using `torch\.amp` \(amp_backend='torch'\)"):
+        LRFinder(model, optimizer, CE, amp_backend="torch")
+    with pytest.raises(ConfigError, match=r"amp_config=\['cpu'\] must be a dict of torch\.autocast arguments"):
+        LRFinder(model, optimizer, CE, amp_config=["cpu"])  # type: ignore[arg-type]
 
 
 def test_bad_batches_and_losses_are_explained() -> None:
@@ -537,3 +579,177 @@ def test_bad_batches_and_losses_are_explained() -> None:
     with pytest.raises(ConfigError, match=r"returned dict without a 'loss' for a dict batch; pass loss_fn="):
         LRFinder(no_loss, optimizer, CE).range_test(dict_batches, num_iter=20)
     assert_restored(before, model, optimizer)
+
+
+# --------------------------------------------------------------------------------------------- defects (issue 15)
+
+
+class BatchNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.bn(self.fc(x))))
+
+
+def bn_setup() -> tuple[nn.Module, torch.optim.Optimizer, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    model = BatchNormNet()
+    model(torch.randn(16, 6))  # running stats away from their init
+    model.eval()
+    return model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9), clone(dict(model.named_buffers()))
+
+
+def test_device_argument_puts_back_the_buffers_module_to_replaced() -> None:
+    # Issue 15 #1: Module.to(device) replaces buffer tensors; the snapshot used to copy the saved values into the
+    # old objects, so the module kept the swept statistics, on the other device. "meta" is a second device on any
+    # machine: the sweep fails on it at the first .item(), and everything must come back all the same.
+    model, optimizer, buffers = bn_setup()
+    before = capture(model, optimizer)
+    running_mean = model.bn.running_mean
+    with pytest.raises(RuntimeError, match="meta"):
+        LRFinder(model, optimizer, CE, device="meta").range_test(make_data(), num_iter=10)
+    assert model.bn.running_mean is running_mean  # the original objects, in place
+    assert_same(buffers, dict(model.named_buffers()), "buffers")
+    assert_restored(before, model, optimizer)
+
+
+def test_snapshot_restores_tensors_replaced_behind_its_back() -> None:
+    from superconv.finder.snapshot import Snapshot
+
+    model, optimizer, buffers = bn_setup()
+    weight = model.fc.weight
+    snapshot = Snapshot(model, optimizer, None, None, torch.device("cpu"), None)
+    model.bn.running_var = torch.full((8,), 7.0)  # what Module.to does to a buffer on another device
+    model.fc.weight = nn.Parameter(torch.zeros(8, 6))  # and to a parameter with swapped conversion
+    snapshot.restore()
+    assert_same(buffers, dict(model.named_buffers()), "buffers")
+    assert model.fc.weight is weight and optimizer.param_groups[0]["params"][0] is weight
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_cuda_for_a_cpu_model_restores_it_on_the_cpu() -> None:
+    model, optimizer, buffers = bn_setup()
+    before = capture(model, optimizer)
+    result = LRFinder(model, optimizer, CE, device="cuda").range_test(make_data(), start_lr=1e-5, num_iter=20)
+    assert len(result.lrs) > 0
+    assert all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
+    assert_same(buffers, dict(model.named_buffers()), "buffers")
+    assert_restored(before, model, optimizer)
+
+
+def test_a_sweep_nan_from_the_start_says_so_instead_of_max_lr_nan(tmp_path: Path) -> None:
+    # Issue 15 #9: one_cycle_kwargs() (what fit and the CLI use) returned max_lr=nan, which failed later with a
+    # confusing message. It now says the sweep diverged at once, where, and what to try.
+    model, optimizer = setup()
+
+    def loss_fn(m: nn.Module, batch: Any) -> torch.Tensor:
+        return CE(m(batch[0]), batch[1]) * float("nan")
+
+    result = LRFinder(model, optimizer, loss_fn=loss_fn).range_test(make_data(), start_lr=1e-4, num_iter=20)
+    message = r"diverged at once: the loss was NaN/inf at its first step \(lr=0\.0001\)\. Try a lower start_lr"
+    with pytest.raises(ConfigError, match=message):
+        result.one_cycle_kwargs()
+    assert json.loads(result.to_json(tmp_path / "r.json").read_text())["one_cycle_kwargs"] is None
+    with pytest.raises(ConfigError, match=r"check the data and the model for NaN/inf"):
+        find_lr(model, optimizer, make_data(), loss_fn=loss_fn, num_iter=20, json_path=tmp_path / "f.json")
+    assert (tmp_path / "f.json").exists()  # written before the error, for a look
+
+
+def test_plot_with_a_path_saves_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 15 #9: LRFinder.plot(path=...) saved the figure twice.
+    from matplotlib.figure import Figure
+
+    saved: list[str] = []
+    original = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda self, fname, **kw: (saved.append(str(fname)), original(self, fname, **kw))
+    )
+    model, optimizer = setup()
+    finder = LRFinder(model, optimizer, CE)
+    finder.range_test(make_data(), start_lr=1e-5, num_iter=30)
+    ax, lr = finder.plot(path=tmp_path / "a.png")
+    assert saved == [str(tmp_path / "a.png")] and lr == finder.result.suggestion  # type: ignore[union-attr]
+    assert len(ax.lines) == 1 and len(ax.collections) == 1  # torch-lr-finder's figure: one curve, one dot
+    finder.plot_detailed(tmp_path / "b.png")
+    assert saved[1:] == [str(tmp_path / "b.png")] and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("losses", "stops_at"),
+    [
+        ([2.0, 1.0, 0.8, 3.9, 4.1], 4),  # torch-lr-finder's rule: 4.1 > 5 * 0.8
+        ([2.0, 0.01, 0.04, 0.06, 0.3], None),  # near zero: 0.06 > 5 * 0.01 would stop on noise; the floor holds
+        ([2.0, 0.01, 0.5, 0.9], 3),  # ... until the rise is 4 tenths of the drop: 0.9 > 0.01 + 4 * 0.199
+        ([-10.0, -11.0, -10.5, 20.0, 40.0], 4),  # negative best (5 * best would stop at once): 40 > -11 + 4 * 11
+    ],
+)
+def test_the_divergence_rule_is_the_documented_one(losses: list[float], stops_at: int | None) -> None:
+    # Issue 15 #9: the docstring said "for positive losses this is torch-lr-finder's rule", which the code was not.
+    from superconv.finder.plan import Divergence
+
+    watch = Divergence(smooth_f=0.0, diverge_th=5.0)
+    flags = [watch.diverged(watch.add(v)) for v in losses]
+    assert (flags.index(True) if True in flags else None) == stops_at
+
+
+def test_history_holds_what_was_recorded_when_the_test_raises() -> None:
+    # torch-lr-finder fills history as it goes; an interrupted test can still be plotted
+    model, optimizer = setup()
+    calls = 0
+
+    def loss_fn(m: nn.Module, batch: Any) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        if calls == 8:
+            raise KeyboardInterrupt
+        return CE(m(batch[0]), batch[1])
+
+    finder = LRFinder(model, optimizer, loss_fn=loss_fn)
+    with pytest.raises(KeyboardInterrupt):
+        finder.range_test(make_data(), start_lr=1e-5, num_iter=20)
+    assert len(finder.history["lr"]) == len(finder.history["loss"]) == 7
+    assert finder.best_loss == min(finder.history["loss"])
+
+
+def test_apex_backend_scales_the_loss_when_apex_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    import types
+
+    calls: list[float] = []
+
+    @contextlib.contextmanager
+    def scale_loss(loss: torch.Tensor, optimizer: Any) -> Iterator[torch.Tensor]:
+        calls.append(loss.item())
+        yield loss * 1.0
+
+    apex_amp = types.ModuleType("apex.amp")
+    apex_amp.scale_loss = scale_loss  # type: ignore[attr-defined]
+    apex = types.ModuleType("apex")
+    apex.amp = apex_amp  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "apex", apex)
+    monkeypatch.setitem(sys.modules, "apex.amp", apex_amp)
+    model, optimizer = setup()
+    optimizer._amp_stash = object()  # type: ignore[attr-defined]  # what amp.initialize leaves
+    finder = LRFinder(model, optimizer, CE, amp_backend="apex")
+    finder.range_test(make_data(), start_lr=1e-5, num_iter=6, accumulation_steps=2)
+    assert len(calls) == 12 and len(finder.history["lr"]) == 6
+
+
+def test_several_inputs_in_a_list_of_batches_but_inputs_labels_extras_from_a_dataloader() -> None:
+    # The one batch rule that depends on the loader: a plain list keeps superconv's (x1, ..., xn, target); a
+    # DataLoader follows torch-lr-finder's (inputs, labels, *extras).
+    model = TwoInputs()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    xs, ys = zip(*make_data(4))
+    as_list = [(x, x[:, :2], y) for x, y in zip(xs, ys)]
+    assert len(LRFinder(model, optimizer, CE).range_test(as_list, num_iter=5).lrs) == 5
+    x, y = torch.cat(xs), torch.cat(ys)
+    extras = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y, torch.zeros_like(y)), batch_size=16)
+    one_input = nn.Linear(6, 3)
+    finder = LRFinder(one_input, torch.optim.SGD(one_input.parameters(), lr=1e-4), CE)
+    assert len(finder.range_test(extras, num_iter=5).lrs) == 5

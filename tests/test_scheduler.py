@@ -298,3 +298,37 @@ def test_steps_skipped_by_grad_scaler_do_not_advance_the_schedule(make_opt: Any)
 def test_total_steps_validation(args: tuple, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         total_steps(*args)
+
+
+def test_count_updates_with_last_epoch_takes_the_initial_step() -> None:
+    # Issue 15 #3: with count_updates=True and last_epoch=k the initial step was skipped (no update had been
+    # counted), so the LR was not set and get_last_lr() raised.
+    lrs = {}
+    for count in (False, True):
+        opt = _optimizer("sgd", _model())
+        OneCycleLR(opt, max_lr=0.1, total_steps=20)  # writes initial_lr, as a resumed optimizer has it
+        sched = OneCycleLR(opt, max_lr=0.1, total_steps=20, last_epoch=4, count_updates=count)
+        lrs[count] = (sched.get_last_lr(), opt.param_groups[0]["lr"], sched.last_epoch)
+    assert lrs[True] == lrs[False] and lrs[True][2] == 5  # torch's initial step: last_epoch k + 1
+
+
+@pytest.mark.parametrize("saved_kind", ["adamw", "sgd"])
+def test_loading_a_state_that_cycles_momentum_cycles_the_right_one(saved_kind: str) -> None:
+    # Issue 15 #9: use_beta1 was decided once in __init__ from the constructor's cycle_momentum; loading a state
+    # with cycle_momentum=True into a scheduler built with False wrote a "momentum" key into Adam's groups.
+    torch.manual_seed(0)
+    opt_a = _optimizer(saved_kind, _model())
+    sched_a = OneCycleLR(opt_a, max_lr=0.05, total_steps=30)
+    _trace(opt_a, sched_a, 10)
+    opt_b = torch.optim.AdamW(_model().parameters(), lr=0.1)
+    sched_b = OneCycleLR(opt_b, max_lr=0.05, total_steps=30, cycle_momentum=False)
+    sched_b.load_state_dict(sched_a.state_dict())
+    opt_b.step()
+    sched_b.step()
+    group = opt_b.param_groups[0]
+    assert "momentum" not in group and group["betas"][0] == pytest.approx(sched_b.schedule.momentum(11))
+    opt_c = torch.optim.Adagrad(_model().parameters())
+    sched_c = OneCycleLR(opt_c, max_lr=0.05, total_steps=30, cycle_momentum=False)
+    with pytest.raises(ConfigError, match=r"Adagrad has no momentum or beta1 to cycle: pass cycle_momentum=False"):
+        sched_c.load_state_dict(sched_a.state_dict())
+    assert sched_c.cycle_momentum is False  # refused before anything was loaded

@@ -71,7 +71,7 @@ def test_peak_and_boundaries_fall_where_the_fractions_say(cfg: dict) -> None:
 def test_momentum_moves_inversely_to_the_lr(cfg: dict) -> None:
     s = OneCycleSchedule(**cfg)
     for step in range(0, s.total_steps - 1, max(1, s.total_steps // 50)):
-        if s.phase_index(step) == 2 or s.phase_index(step) != s.phase_index(step + 1):
+        if s.locate(step)[0] == 2 or s.locate(step)[0] != s.locate(step + 1)[0]:
             continue  # the tail holds momentum at max; across the peak both change direction
         dlr = s.lr(step + 1) - s.lr(step)
         dm = s.momentum(step + 1) - s.momentum(step)  # type: ignore[operator]

@@ -73,6 +73,19 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cuda_supports_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` (``cuda``: the current one) computes in bf16 natively: compute capability 8.0
+    (Ampere) or newer, or any ROCm GPU.
+
+    ``torch.cuda.is_bf16_supported()`` is not this test: by default it also counts emulation (bf16 tensors work on
+    a V100 or a T4, slowly), and it asks about the current GPU, not the requested one.
+    """
+    if torch.version.hip:
+        return True
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] >= 8
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (``None`` means fp32, no autocast)."""
     if precision not in PRECISIONS:
@@ -87,7 +100,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.float16
     # auto
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_supports_bf16(device) else torch.float16
     if device.type == "cpu" and cpu_supports_bf16():
         return torch.bfloat16
     return None

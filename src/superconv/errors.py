@@ -17,7 +17,3 @@ class DataError(ConfigError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt, or does not match the run it is loaded into."""
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite during training."""

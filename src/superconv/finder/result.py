@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
 from collections.abc import Mapping
@@ -11,8 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
+from superconv import files
 from superconv.errors import ConfigError
 from superconv.finder import suggest
 
@@ -31,11 +30,10 @@ class RangeTestResult:
     Attributes:
         lrs: The learning rate of each recorded step.
         losses: The raw loss of each recorded step (validation loss in validation mode); finite only.
-        smoothed_losses: The bias-corrected EMA of ``losses`` that the test watched for divergence.
-        curve: The curve the estimators read: the same EMA over the losses clipped a little above their
-            starting level (see :mod:`superconv.finder.suggest`); empty when too short.
-        curve_lrs: The LR of each ``curve`` point: moved back by the EMA's lag, so the curve lines up
-            with the raw losses.
+        smoothed_losses: The smoothed losses the test watched for divergence: torch-lr-finder's
+            ``history["loss"]`` (``smooth_f * loss + (1 - smooth_f) * previous``, from the first loss).
+        curve: The lag-free curve the estimators read, over the losses clipped a little above their starting
+            level (see :mod:`superconv.finder.suggest`); empty when too short.
         suggestion: The ``max_lr`` to hand to OneCycleLR (the ``estimator``'s value).
         estimates: Every estimator's LR by name (:data:`superconv.finder.suggest.ESTIMATORS`).
         estimator: The estimator that gave ``suggestion``.
@@ -68,7 +66,6 @@ class RangeTestResult:
     smoothed_losses: list[float]
     suggestion: float
     curve: list[float] = field(default_factory=list)
-    curve_lrs: list[float] = field(default_factory=list)
     estimates: dict[str, float] = field(default_factory=dict)
     estimator: str = suggest.DEFAULT_ESTIMATOR
     quality: suggest.Quality = "ok"
@@ -100,13 +97,35 @@ class RangeTestResult:
             ``{"max_lr": ..., "div_factor": ...}``, to be used as
             ``superconv.OneCycleLR(optimizer, **result.one_cycle_kwargs(), total_steps=n)`` (or torch's).
 
+        Raises:
+            ConfigError: When the test recorded no usable point (e.g. the loss was NaN from its first step), so
+                there is no max_lr to give; the message says where it failed and what to try.
+
         Example:
             >>> r = RangeTestResult(lrs=[0.1], losses=[1.0], smoothed_losses=[1.0], suggestion=0.1,
             ...                     div_factor=20.0)
             >>> r.one_cycle_kwargs()
             {'max_lr': 0.1, 'div_factor': 20.0}
         """
+        if not (math.isfinite(self.suggestion) and self.suggestion > 0):
+            raise ConfigError(self._no_suggestion_message())
         return {"max_lr": float(self.suggestion), "div_factor": float(self.div_factor)}
+
+    def _no_suggestion_message(self) -> str:
+        if self.stop_reason == "amp-skips":
+            what = "the GradScaler skipped every update (inf/NaN gradients at every scale)"
+        elif self.lrs:
+            what = f"it stopped ({self.stop_reason}) after {len(self.lrs)} step(s), at lr={self.lrs[-1]:.3g}"
+        elif self.stop_reason in ("non-finite", "diverged"):
+            what = f"the sweep diverged at once: the loss was NaN/inf at its first step (lr={self.start_lr:.3g})"
+        else:
+            what = "the sweep recorded no step"
+        lower = f" (e.g. {self.start_lr / 100:.1g})" if math.isfinite(self.start_lr) else ""
+        return (
+            f"The LR range test found no max_lr: {what}. Try a lower start_lr{lower}, "
+            "check the data and the model for NaN/inf (inputs, labels, the loss at the initial weights), a smaller "
+            "batch, or mixed precision off; or pass max_lr yourself."
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, floats, strings): JSON-serializable, and accepted by :meth:`from_dict`.
@@ -120,7 +139,8 @@ class RangeTestResult:
         data["suggestion"] = _json_float(self.suggestion)
         data["min_lr"] = _json_float(self.min_lr)
         data["estimates"] = {k: _json_float(v) for k, v in self.estimates.items()}
-        data["one_cycle_kwargs"] = self.one_cycle_kwargs()
+        usable = math.isfinite(self.suggestion) and self.suggestion > 0
+        data["one_cycle_kwargs"] = self.one_cycle_kwargs() if usable else None
         return data
 
     @classmethod
@@ -148,9 +168,7 @@ class RangeTestResult:
             >>> r.to_json(pathlib.Path(tempfile.mkdtemp()) / "lr.json").name
             'lr.json'
         """
-        out = Path(path)
-        out.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return out
+        return files.write_json(path, self.to_dict())
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write one row per step (``step, lr, loss, smoothed_loss`` and ``train_loss`` in validation mode).
@@ -161,19 +179,18 @@ class RangeTestResult:
             >>> r.to_csv(pathlib.Path(tempfile.mkdtemp()) / "lr.csv").read_text().splitlines()[0]
             'step,lr,loss,smoothed_loss'
         """
-        out = Path(path)
         header = ["step", "lr", "loss", "smoothed_loss"]
         if self.train_losses is not None:
             header.append("train_loss")
-        with out.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            for i, (lr, loss, smooth) in enumerate(zip(self.lrs, self.losses, self.smoothed_losses)):
-                row: list[Any] = [i, repr(lr), repr(loss), repr(smooth)]
-                if self.train_losses is not None:
-                    row.append(repr(self.train_losses[i]))
-                writer.writerow(row)
-        return out
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(header)
+        for i, (lr, loss, smooth) in enumerate(zip(self.lrs, self.losses, self.smoothed_losses)):
+            row: list[Any] = [i, repr(lr), repr(loss), repr(smooth)]
+            if self.train_losses is not None:
+                row.append(repr(self.train_losses[i]))
+            writer.writerow(row)
+        return files.write_text(path, text.getvalue())
 
     def summary(self) -> str:
         """One line for humans: the suggestion, the quality and the other estimators.
@@ -199,11 +216,12 @@ class RangeTestResult:
         skip_start: int = 0,
         skip_end: int = 0,
     ) -> Axes:
-        """Plot loss against LR (log axis) with the suggestion marked; write a PNG when ``path`` is given.
+        """superconv's detailed figure: raw, smoothed and lag-free loss against LR (log axis), the suggestion and
+        the other estimators marked; written to ``path`` (once) when given.
 
         Args:
             path: Where to save the figure (any format matplotlib knows by the suffix; PNG usually).
-            ax: Axes to draw into; a new figure when ``None``.
+            ax: Axes to draw into; a new figure when ``None`` (never shown: pass ``path`` or ``ax``).
             show_estimates: Also mark the other estimators' LRs (thin lines).
             skip_start: Points to leave out at the start (display only).
             skip_end: Points to leave out at the end (display only).
@@ -216,64 +234,10 @@ class RangeTestResult:
             ...                     suggestion=1e-2)
             >>> ax = r.plot()
         """
-        for name, skip in (("skip_start", skip_start), ("skip_end", skip_end)):
-            if not _is_int(skip) or skip < 0:
-                raise ConfigError(f"{name}={skip!r} must be an integer >= 0 (points left out of the plot).")
-        if ax is None:
-            # A bare Figure needs no GUI backend, so saving works headless and pyplot is not imported.
-            from matplotlib.figure import Figure
+        from superconv.finder.plotting import plot_result
 
-            ax = Figure(figsize=(7, 4.5), layout="constrained").add_subplot()
-        stop = len(self.lrs) - skip_end
-        lrs = np.asarray(self.lrs[skip_start:stop], dtype=float)
-        raw = np.asarray(self.losses[skip_start:stop], dtype=float)
-        smooth = np.asarray(self.smoothed_losses[skip_start:stop], dtype=float)
-        lag_free = np.asarray(self.curve[skip_start:stop], dtype=float)
-        label = "validation loss" if self.loss_kind == "val" else "loss"
-        if lrs.size:
-            ax.plot(lrs, raw, color="0.75", lw=0.8, label=f"{label} (raw)")
-            ax.plot(lrs, smooth, color="C0", lw=0.9, alpha=0.6, label=f"{label} (EMA)")
-            if lag_free.size == lrs.size:
-                ax.plot(lrs, lag_free, color="C0", lw=2.0, label=f"{label} (EMA fwd+bwd, lag-free: read)")
-            shown = lag_free if lag_free.size == lrs.size else smooth
-            # Keep the end-of-sweep explosion from squashing the interesting part of the curve.
-            finite = shown[np.isfinite(shown)]
-            if finite.size:
-                lo, first = float(finite.min()), float(finite[0])
-                top = max(first, lo) + 0.35 * abs(max(first, lo) - lo) + 1e-12
-                # the raw losses dip below the smoothed curve; show most of them
-                raw_low = float(np.percentile(raw[np.isfinite(raw)], 2)) if np.isfinite(raw).any() else lo
-                lo = min(lo, raw_low)
-                bottom = lo - 0.05 * abs(top - lo)
-                ax.set_ylim(bottom, top)
-        if show_estimates:
-            for i, (name, value) in enumerate(self.estimates.items()):
-                if name != self.estimator and math.isfinite(value) and value > 0:
-                    ax.axvline(value, color=f"C{i + 2}", lw=0.9, ls=":", label=f"{name}: {value:.2g}")
-        if math.isfinite(self.suggestion) and self.suggestion > 0:
-            ax.axvline(self.suggestion, color="C3", lw=1.6, ls="--")
-            if self.lrs:
-                j = int(np.argmin(np.abs(np.log10(np.asarray(self.lrs)) - math.log10(self.suggestion))))
-                ys = self.curve if len(self.curve) == len(self.lrs) else self.smoothed_losses
-                ax.plot([self.lrs[j]], [ys[j]], "o", color="C3", ms=7)
-            text = f"suggestion ({self.estimator}): {self.suggestion:.2g}"
-            ax.plot([], [], color="C3", ls="--", label=text)
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel(label)
-        title = "LR range test"
-        if self.quality != "ok":
-            title += f" - quality: {self.quality}"
-        ax.set_title(title)
-        ax.legend(loc="best", fontsize="small")
-        if path is not None:
-            ax.figure.savefig(os.fspath(path), dpi=120)  # type: ignore[union-attr]
-        return ax
+        return plot_result(self, path, ax, show_estimates=show_estimates, skip_start=skip_start, skip_end=skip_end)
 
 
 def _json_float(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -40,7 +40,13 @@ _MISSING = object()
 
 
 class Snapshot:
-    """Everything the range test changes, copied to host memory (or a file when asked) and put back."""
+    """Everything the range test changes, copied to host memory (or a file when asked) and put back.
+
+    Tensors are found again by where they live (module and attribute name), not only by reference: moving a
+    model to another device (``LRFinder(device=...)``) replaces its buffer tensors with new ones, so copying the
+    saved values into the old objects would leave the module with the swept, moved buffers. The original
+    tensor objects are put back in place, on their original devices.
+    """
 
     def __init__(
         self,
@@ -52,12 +58,20 @@ class Snapshot:
         cache_dir: Path | None,
     ) -> None:
         self.model, self.optimizer, self.scaler, self.scheduler = model, optimizer, scaler, scheduler
+        #: (module, attribute, tensor) for every parameter and buffer, so a replaced one can be put back.
+        self.slots = [
+            (module, name, tensor)
+            for module in model.modules()
+            for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
+        ]
         # The optimizer may also hold tensors outside the model (e.g. a learned temperature): those too.
         params = {id(p): p for p in model.parameters()}
         for group in optimizer.param_groups:
             params.update((id(p), p) for p in group["params"])
         self.grad_params = list(params.values())
-        self.tensors = [*self.grad_params, *(b for _, b in model.named_buffers())]
+        tensors: dict[int, torch.Tensor] = {id(t): t for t in self.grad_params}
+        tensors.update((id(t), t) for _, _, t in self.slots)  # shared (tied) tensors once
+        self.tensors = list(tensors.values())
         self.devices = [t.device for t in self.tensors]
         self.modes = [(m, m.training) for m in model.modules()]
         self.opt_called = getattr(optimizer, "_opt_called", _MISSING)
@@ -85,12 +99,23 @@ class Snapshot:
         if state is None:
             return
         with torch.no_grad():
+            for module, name, tensor in self.slots:
+                if getattr(module, name) is not tensor:  # Module.to replaced it: the original goes back
+                    setattr(module, name, tensor)
             for tensor, dev, saved in zip(self.tensors, self.devices, state["tensors"]):
-                if tensor.device != dev:  # the test moved the model to `device`: move it back
-                    tensor.data = tensor.data.to(dev)
-                tensor.copy_(saved)
+                if tensor.device != dev:  # a parameter moved in place (param.data): back, from the copy
+                    tensor.data = saved.to(dev, copy=True)
+                else:
+                    tensor.copy_(saved)
             for param, grad in zip(self.grad_params, state["grads"]):
                 param.grad = None if grad is None else grad.to(param.device, copy=True)
+        self._restore_objects(state)
+        self.state = None
+        if self.file is not None:
+            self.file.unlink(missing_ok=True)
+            self.file = None
+
+    def _restore_objects(self, state: dict[str, Any]) -> None:
         for module, mode in self.modes:
             module.training = mode
         self.optimizer.load_state_dict(state["optimizer"])
@@ -104,7 +129,3 @@ class Snapshot:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         rng.restore(state["rng"])
-        self.state = None
-        if self.file is not None:
-            self.file.unlink(missing_ok=True)
-            self.file = None

@@ -213,14 +213,6 @@ class OneCycleSchedule:
             Phase(t - 1, lo, self.final_lr, m_hi, m_hi),
         )
 
-    def phase_index(self, step: int | float) -> int:
-        """Index of the phase that ``step`` falls in (the last phase past the end)."""
-        last = len(self.phases) - 1
-        for i, phase in enumerate(self.phases):
-            if step <= phase.end_step or i == last:
-                return i
-        return last  # pragma: no cover - the loop always returns
-
     def locate(self, step: int | float) -> tuple[int, float]:
         """The phase ``step`` falls in and how far through it (0..1). Past the end: the last phase, 1."""
         # Clamp: never extrapolate past the last step (torch's cosine would turn back up).

@@ -59,6 +59,19 @@ def _per_group(name: str, value: float | Sequence[float], n_groups: int) -> list
     return [float(value)] * n_groups  # type: ignore[arg-type]
 
 
+def _uses_beta1(optimizer: Optimizer, cycle_momentum: bool) -> bool:
+    """Whether the momentum that cycles is Adam's ``beta1`` (else SGD's ``momentum``); refuse one with neither."""
+    if not cycle_momentum:
+        return False
+    if "betas" in optimizer.defaults:
+        return True
+    if "momentum" not in optimizer.defaults:
+        raise ConfigError(
+            f"{type(optimizer).__name__} has no momentum or beta1 to cycle: pass cycle_momentum=False to OneCycleLR"
+        )
+    return False
+
+
 class OneCycleLR(LRScheduler):
     """The one-cycle learning-rate policy (Smith & Topin, https://arxiv.org/abs/1708.07120).
 
@@ -156,35 +169,25 @@ class OneCycleLR(LRScheduler):
         # Validates every argument (ConfigError names the argument and the value).
         self.schedules = self._build_schedules()
 
-        self.use_beta1 = False
-        if self.cycle_momentum:
-            self.use_beta1 = "betas" in optimizer.defaults
-            if not self.use_beta1 and "momentum" not in optimizer.defaults:
-                raise ConfigError(
-                    f"{type(optimizer).__name__} has no momentum or beta1 to cycle: "
-                    "pass cycle_momentum=False to OneCycleLR"
-                )
-            if not self.use_beta1 and last_epoch == -1 and any(g["momentum"] == 0 for g in optimizer.param_groups):
-                warnings.warn(
-                    f"{type(optimizer).__name__} was created with momentum=0; OneCycleLR (like torch's) now "
-                    f"cycles it between {min(self.base_momentums)} and {max(self.max_momentums)}. "
-                    "Pass cycle_momentum=False to keep momentum at 0.",
-                    UserWarning,
-                    stacklevel=2,
-                )
+        self.use_beta1 = _uses_beta1(optimizer, self.cycle_momentum)
+        momentum_zero = not self.use_beta1 and any(g.get("momentum") == 0 for g in optimizer.param_groups)
+        if self.cycle_momentum and last_epoch == -1 and momentum_zero:
+            warnings.warn(
+                f"{type(optimizer).__name__} was created with momentum=0; OneCycleLR (like torch's) now "
+                f"cycles it between {min(self.base_momentums)} and {max(self.max_momentums)}. "
+                "Pass cycle_momentum=False to keep momentum at 0.",
+                UserWarning,
+                stacklevel=2,
+            )
         if last_epoch == -1:
-            for group, sched in zip(optimizer.param_groups, self.schedules):
-                # The same keys torch's OneCycleLR writes, so code that reads them keeps working.
-                group["initial_lr"] = sched.initial_lr
-                group["max_lr"] = sched.max_lr
-                group["min_lr"] = sched.final_lr
-                if self.cycle_momentum:
-                    group["max_momentum"] = sched.max_momentum
-                    group["base_momentum"] = sched.base_momentum
-                    self._set_momentum(group, sched.max_momentum)
+            self._write_group_keys(optimizer)
         self._n_groups = n
-        self._counter = UpdateCounter(optimizer) if self.count_updates else None
+        # Counting starts after torch's initial step, which must always run (with last_epoch=k too: it sets the
+        # first LR and get_last_lr()).
+        self._counter: UpdateCounter | None = None
         super().__init__(optimizer, last_epoch)
+        if self.count_updates:
+            self._counter = UpdateCounter(optimizer)
 
     # --- construction helpers ---------------------------------------------------------------------
     @classmethod
@@ -237,6 +240,17 @@ class OneCycleLR(LRScheduler):
             )
             for max_lr, base_m, max_m in zip(self.max_lrs, self.base_momentums, self.max_momentums)
         ]
+
+    def _write_group_keys(self, optimizer: Optimizer) -> None:
+        for group, sched in zip(optimizer.param_groups, self.schedules):
+            # The same keys torch's OneCycleLR writes, so code that reads them keeps working.
+            group["initial_lr"] = sched.initial_lr
+            group["max_lr"] = sched.max_lr
+            group["min_lr"] = sched.final_lr
+            if self.cycle_momentum:
+                group["max_momentum"] = sched.max_momentum
+                group["base_momentum"] = sched.base_momentum
+                self._set_momentum(group, sched.max_momentum)
 
     def _set_momentum(self, group: dict[str, Any], value: float) -> None:
         if self.use_beta1:
@@ -318,10 +332,13 @@ class OneCycleLR(LRScheduler):
                 f"Cannot resume: the saved schedule has {len(state_dict['max_lrs'])} param groups but the "
                 f"optimizer has {self._n_groups}"
             )
+        # Which hyperparameter cycles follows the loaded cycle_momentum, on this scheduler's optimizer.
+        use_beta1 = _uses_beta1(self.optimizer, bool(state_dict.get("cycle_momentum", self.cycle_momentum)))
         for key in _STATE_KEYS:
             if key in state_dict:
                 value = state_dict[key]
                 setattr(self, key, list(value) if isinstance(value, (list, tuple)) else value)
+        self.use_beta1 = use_beta1
         self.schedules = self._build_schedules()
         if self._counter is not None:
             # The update counter restarts with this object; keep "no update since the last step".
