@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,6 +27,14 @@ from superconv.train.speed import CPU_CANDIDATES, Format, fastest_cpu_format, ti
 from superconv.train.state import FitResult, FitState
 
 DTYPES = {name: dtype for dtype, name in PRECISION_NAMES.items()}
+#: Set to pin the CPU format instead of measuring it: the same numbers on every machine.
+FORMAT_ENV = "SUPERCONV_CPU_FORMAT"
+PINNED_FORMATS = {
+    "fp32": (None, False),
+    "fp32+channels_last": (None, True),
+    "bf16": (torch.bfloat16, False),
+    "bf16+channels_last": (torch.bfloat16, True),
+}
 
 
 @dataclass
@@ -104,6 +113,10 @@ def _choose_format(
         setup.autocast_dtype = resolve_precision(options.precision, device)
         setup.channels_last = use_channels_last(options.channels_last, device)
         return
+    pinned = os.environ.get(FORMAT_ENV, "").strip().lower()
+    if pinned:
+        _pin_format(setup, pinned, options)
+        return
     given_dtype = None if auto_dtype else resolve_precision(options.precision, device)
     candidates = tuple(
         (dtype, layout)
@@ -119,6 +132,19 @@ def _choose_format(
         print(f"format: {setup.decisions['format']}")
 
 
+def _pin_format(setup: Setup, pinned: str, options: FitOptions) -> None:
+    """The CPU format named by ``SUPERCONV_CPU_FORMAT`` (reproducible runs across machines), for what is "auto"."""
+    if pinned not in PINNED_FORMATS:
+        raise ConfigError(
+            f"Expected {FORMAT_ENV} to be one of {', '.join(PINNED_FORMATS)}, but got {pinned!r}; unset it to let "
+            "superconv measure the fastest format"
+        )
+    dtype, layout = PINNED_FORMATS[pinned]
+    setup.autocast_dtype = dtype if options.precision == "auto" else resolve_precision(options.precision, setup.device)
+    setup.channels_last = layout if options.channels_last == "auto" else bool(options.channels_last)
+    setup.decisions["format"] = f"{pinned} (pinned by {FORMAT_ENV})"
+
+
 def choose_max_lr(
     setup: Setup, train_loader: Any, options: FitOptions, saved: float | None
 ) -> tuple[float, dict[str, Any], Any, float]:
@@ -131,6 +157,7 @@ def choose_max_lr(
     if saved is not None or options.max_lr is not None:
         return float(saved if saved is not None else options.max_lr), shape, None, 0.0  # type: ignore[arg-type]
     from superconv.finder import LRFinder
+    from superconv.finder.lr_finder import DEFAULT_START_LR
 
     t0 = time.perf_counter()
     finder = LRFinder(setup.forward_model, setup.optimizer, setup.criterion, device=setup.device)
@@ -141,6 +168,7 @@ def choose_max_lr(
             "grad_scaler": setup.scaler,  # fp16: the range test scales its losses as training will (state restored)
             "progress": progress_enabled(options.progress),
             "accumulation_steps": options.accumulation_steps,  # the LR for the batch the run will train with
+            "start_lr": DEFAULT_START_LR,  # (torch-lr-finder's None would start at the optimizer's LR)
             **(options.range_test_kwargs or {}),
         },
     )
