@@ -25,6 +25,8 @@ How a curve becomes a suggestion:
    backs off from it (steepest point, 90% of the descent, minimum/3, minimum/10, valley) lost accuracy.
 6. A quality flag says whether the curve supports any suggestion: ``"ok"``, ``"flat"``, ``"noisy"``,
    ``"no-descent"`` (e.g. an already trained model), ``"too-short"`` or ``"diverged-immediately"``.
+7. A confidence (:mod:`superconv.finder.confidence`) grades every suggestion: "high", "medium" or "low", a
+   score, a reason and what to do; verification probes (:mod:`superconv.finder.verify`) refine it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Literal
 import numpy as np
 
 from superconv.errors import ConfigError
+from superconv.finder import confidence as conf
 
 Quality = Literal["ok", "flat", "noisy", "no-descent", "too-short", "diverged-immediately"]
 
@@ -123,6 +126,7 @@ class Analysis:
         min_lr: The LR at the curve's minimum.
         noise: A robust estimate of the raw losses' noise (standard deviation) before the minimum.
         depth: How far the curve descends from its starting level to its minimum.
+        confidence: How sure the suggestion is, from the curve alone (:func:`superconv.finder.confidence.from_curve`).
     """
 
     suggestion: float
@@ -135,6 +139,7 @@ class Analysis:
     min_lr: float
     noise: float
     depth: float
+    confidence: conf.Confidence
 
 
 def steepest(log_lrs: np.ndarray, curve: np.ndarray) -> int:
@@ -275,6 +280,9 @@ def analyze(
             min_lr=fallback * 10.0 if n >= 2 else fallback,
             noise=math.nan,
             depth=math.nan,
+            confidence=conf.from_curve(
+                quality=quality, warning=warning, noise_ratio=math.nan, descent_points=0, min_at_end=False
+            ),
         )
 
     log_lrs = np.log10(lr_arr)
@@ -338,10 +346,19 @@ def analyze(
             "iterations (num_iter), or validation-loss mode (val_loader)"
         )
 
+    i_onset = descent(log_lrs, curve, 0.1)
+    confidence = conf.from_curve(
+        quality=quality,
+        warning=warning,
+        noise_ratio=noise / depth if depth > 0 else math.inf,
+        descent_points=imin - i_onset,
+        # still falling at end_lr: the minimum is the sweep's last point (the range stopped too early)
+        min_at_end=not stopped_early and imin >= n - 2,
+    )
     div_factor = DEFAULT_DIV_FACTOR
     if quality == "ok":
         # the LR where the descent starts (10% of the drop done) is a natural floor for the cycle
-        onset = float(lr_arr[descent(log_lrs, curve, 0.1)])
+        onset = float(lr_arr[i_onset])
         lo, hi = DIV_FACTOR_RANGE
         div_factor = float(np.clip(suggestion / onset, lo, hi)) if onset > 0 else DEFAULT_DIV_FACTOR
 
@@ -356,6 +373,7 @@ def analyze(
         min_lr=float(lr_arr[imin]),
         noise=noise,
         depth=depth,
+        confidence=confidence,
     )
 
 
