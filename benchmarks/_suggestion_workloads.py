@@ -159,7 +159,8 @@ class Workload:
     def train_loader(self, train: Split, seed: int) -> DataLoader:
         """Shuffled full batches whose order depends only on ``seed`` (its generator is the loader's state)."""
         gen = torch.Generator().manual_seed(seed)
-        return DataLoader(TensorDataset(*train), batch_size=self.batch_size, shuffle=True, generator=gen, drop_last=True)
+        dataset = TensorDataset(*train)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=gen, drop_last=True)
 
     def run_steps(self, train: Split) -> int:
         return self.epochs * (len(train[1]) // self.batch_size)

@@ -39,10 +39,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from _machine import machine_info
-from _suggestion_workloads import WORKLOADS, Split, Workload
 from torch import nn
 
+from _machine import machine_info
+from _suggestion_workloads import WORKLOADS, Split, Workload
 from superconv.files import write_json, write_text
 from superconv.finder.lr_finder import LRFinder
 from superconv.finder.probe import ProbeOutcome
@@ -217,10 +217,10 @@ def run_job(name: str, seed: int, variants: list[Variant], horizons: tuple[float
         mine = [v for v in variants if v[0] == fraction]
         span = (max(v[2][0] for v in mine), max(v[2][1] for v in mine))
         # with one variant (held-out) this is exactly the call a user makes
-        asked = mine[0][1] if len(mine) == 1 else "accuracy"
+        asked: Any = mine[0][1] if len(mine) == 1 else "accuracy"
         check = verify(model, opt, result, w.train_loader(train, seed), val_loader, criterion=nn.CrossEntropyLoss(),
                        run_steps=steps, probe_fraction=fraction, metric=asked, span=span, val_batches=len(val_loader),
-                       schedule={"div_factor": 25.0})  # type: ignore[arg-type]  # fmt: skip
+                       schedule={"div_factor": 25.0})  # fmt: skip
         probes[f"{fraction:g}"] = {"asked": asked, "span": list(span), "verify_seconds": check.seconds,
                                    "summary": check.summary(), "confidence": check.confidence.to_dict(),
                                    "lr": check.lr, "candidates": [c.to_dict() for c in check.candidates]}  # fmt: skip

@@ -132,7 +132,8 @@ def test_default_candidates_move_a_suggestion_that_is_3x_too_low_to_the_optimum(
     expected = [one_cycle_final_loss(lr, 20, curvatures, error0) for lr in lrs]
     assert int(np.argmin(expected)) == 2  # the best of suggestion/3, suggestion, 3 * suggestion is the largest
 
-    check = verify(model, optimizer, fake_result(suggestion), [(x, y)], [(x, y)], criterion=nn.MSELoss(), probe_steps=20)
+    data = [(x, y)]
+    check = verify(model, optimizer, fake_result(suggestion), data, data, criterion=nn.MSELoss(), probe_steps=20)
     assert check.lr == pytest.approx(3 * suggestion)
     assert check.suggestion == suggestion and check.chosen == 2 and check.runner_up == 1
     assert check.margin == pytest.approx(expected[1] - expected[2], rel=1e-6)
@@ -333,12 +334,12 @@ def test_accuracy_needs_class_index_targets() -> None:
     x = torch.randn(32, 3)
     data = [(x, x.sum(1, keepdim=True))]
     model = nn.Linear(3, 1)
-    with pytest.raises(ConfigError, match="metric='accuracy' needs .* use metric='loss' for any other task"):
+    with pytest.raises(ConfigError, match=r"metric='accuracy' needs .* use metric='loss' for any other task"):
         verify(model, torch.optim.SGD(model.parameters(), lr=0.1), fake_result(0.1), data, data,
                criterion=nn.MSELoss(), probe_steps=10, metric="accuracy")  # fmt: skip
 
 
 def test_a_loss_that_is_not_a_scalar_is_explained() -> None:
-    data, model = classification()
+    _, model = classification()
     with pytest.raises(ConfigError, match="the loss must be a scalar tensor"):
         _call(model=model, criterion=nn.CrossEntropyLoss(reduction="none"))

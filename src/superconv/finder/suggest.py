@@ -259,31 +259,7 @@ def analyze(
     lr_arr, loss_arr = lr_arr[keep], loss_arr[keep]
     n = lr_arr.size
     if n < MIN_POINTS:
-        quality: Quality = "diverged-immediately" if stopped_early else "too-short"
-        fallback = float(lr_arr[0]) if n else math.nan
-        if n >= 2:
-            fallback = float(lr_arr[int(np.argmin(loss_arr))]) / 10.0
-        warning = (
-            f"the loss diverged after {n} step(s), at lr={lr_arr[-1] if n else float('nan'):.3g}: start the "
-            "sweep lower (start_lr) or check the model and data"
-            if quality == "diverged-immediately"
-            else f"only {n} usable step(s) (need {MIN_POINTS}); run more iterations (num_iter)"
-        )
-        return Analysis(
-            suggestion=fallback,
-            estimates=dict.fromkeys(ESTIMATORS, fallback),
-            quality=quality,
-            warning=warning,
-            div_factor=DEFAULT_DIV_FACTOR,
-            curve=loss_arr.copy(),
-            lrs=lr_arr,
-            min_lr=fallback * 10.0 if n >= 2 else fallback,
-            noise=math.nan,
-            depth=math.nan,
-            confidence=conf.from_curve(
-                quality=quality, warning=warning, noise_ratio=math.nan, descent_points=0, min_at_end=False
-            ),
-        )
+        return _too_short(lr_arr, loss_arr, stopped_early)
 
     log_lrs = np.log10(lr_arr)
     # Clip the end-of-sweep explosion a little above where the loss started, so it cannot leak into the
@@ -315,36 +291,9 @@ def analyze(
     d2 = np.diff(np.minimum(loss_arr, cap)[: max(imin + 1, MIN_POINTS)], 2)
     noise = float(1.4826 * np.median(np.abs(d2 - np.median(d2))) / math.sqrt(6.0))
 
-    estimates = {
-        "minimum": float(lr_arr[imin]),
-        "steepest": float(lr_arr[steepest(log_lrs, curve)]),
-        "valley": float(lr_arr[valley(log_lrs, curve)]),
-        "min_div_10": float(lr_arr[imin]) / 10.0,
-        "min_div_3": float(lr_arr[imin]) / 3.0,
-        "descent": float(lr_arr[descent(log_lrs, curve)]),
-    }
+    estimates = _estimates(lr_arr, log_lrs, curve, imin)
     suggestion = estimates[estimator]
-
-    quality = "ok"
-    warning = ""
-    if spread < 0.01 * scale:
-        quality = "flat"
-        warning = (
-            f"the loss hardly changed over lr={lr_arr[0]:.3g}..{lr_arr[-1]:.3g} (by {spread:.3g}): widen the "
-            "sweep (start_lr lower, end_lr higher) or check that the optimizer updates the model"
-        )
-    elif depth < 0.03 * scale or imin < 0.05 * n:
-        quality = "no-descent"
-        warning = (
-            f"the loss never clearly descends (drop {depth:.3g} from {start_level:.3g}): the model may "
-            "already be trained, or start_lr is too high; the suggestion is a guess"
-        )
-    elif noise > depth / 4.0:
-        quality = "noisy"
-        warning = (
-            f"the loss is noisy (noise {noise:.3g} against a drop of {depth:.3g}): use a larger batch, more "
-            "iterations (num_iter), or validation-loss mode (val_loader)"
-        )
+    quality, warning = _flag(lr_arr, spread, depth, scale, start_level, imin, noise)
 
     i_onset = descent(log_lrs, curve, 0.1)
     confidence = conf.from_curve(
@@ -375,6 +324,71 @@ def analyze(
         depth=depth,
         confidence=confidence,
     )
+
+
+def _too_short(lr_arr: np.ndarray, loss_arr: np.ndarray, stopped_early: bool) -> Analysis:
+    """The analysis of a curve with fewer than :data:`MIN_POINTS` finite points: a guess, flagged."""
+    n = lr_arr.size
+    quality: Quality = "diverged-immediately" if stopped_early else "too-short"
+    fallback = float(lr_arr[0]) if n else math.nan
+    if n >= 2:
+        fallback = float(lr_arr[int(np.argmin(loss_arr))]) / 10.0
+    warning = (
+        f"the loss diverged after {n} step(s), at lr={lr_arr[-1] if n else float('nan'):.3g}: start the "
+        "sweep lower (start_lr) or check the model and data"
+        if quality == "diverged-immediately"
+        else f"only {n} usable step(s) (need {MIN_POINTS}); run more iterations (num_iter)"
+    )
+    return Analysis(
+        suggestion=fallback,
+        estimates=dict.fromkeys(ESTIMATORS, fallback),
+        quality=quality,
+        warning=warning,
+        div_factor=DEFAULT_DIV_FACTOR,
+        curve=loss_arr.copy(),
+        lrs=lr_arr,
+        min_lr=fallback * 10.0 if n >= 2 else fallback,
+        noise=math.nan,
+        depth=math.nan,
+        confidence=conf.from_curve(
+            quality=quality, warning=warning, noise_ratio=math.nan, descent_points=0, min_at_end=False
+        ),
+    )
+
+
+def _estimates(lr_arr: np.ndarray, log_lrs: np.ndarray, curve: np.ndarray, imin: int) -> dict[str, float]:
+    """Every estimator's LR on the (lag-free, clipped) curve whose minimum is at ``imin``."""
+    return {
+        "minimum": float(lr_arr[imin]),
+        "steepest": float(lr_arr[steepest(log_lrs, curve)]),
+        "valley": float(lr_arr[valley(log_lrs, curve)]),
+        "min_div_10": float(lr_arr[imin]) / 10.0,
+        "min_div_3": float(lr_arr[imin]) / 3.0,
+        "descent": float(lr_arr[descent(log_lrs, curve)]),
+    }
+
+
+def _flag(
+    lr_arr: np.ndarray, spread: float, depth: float, scale: float, start_level: float, imin: int, noise: float
+) -> tuple[Quality, str]:
+    """The quality flag of a curve and the sentence that goes with it ("" when "ok")."""
+    n = lr_arr.size
+    if spread < 0.01 * scale:
+        return "flat", (
+            f"the loss hardly changed over lr={lr_arr[0]:.3g}..{lr_arr[-1]:.3g} (by {spread:.3g}): widen the "
+            "sweep (start_lr lower, end_lr higher) or check that the optimizer updates the model"
+        )
+    if depth < 0.03 * scale or imin < 0.05 * n:
+        return "no-descent", (
+            f"the loss never clearly descends (drop {depth:.3g} from {start_level:.3g}): the model may "
+            "already be trained, or start_lr is too high; the suggestion is a guess"
+        )
+    if noise > depth / 4.0:
+        return "noisy", (
+            f"the loss is noisy (noise {noise:.3g} against a drop of {depth:.3g}): use a larger batch, more "
+            "iterations (num_iter), or validation-loss mode (val_loader)"
+        )
+    return "ok", ""
 
 
 def rolling_median(values: np.ndarray, window: int) -> np.ndarray:
