@@ -343,3 +343,32 @@ def test_a_loss_that_is_not_a_scalar_is_explained() -> None:
     _, model = classification()
     with pytest.raises(ConfigError, match="the loss must be a scalar tensor"):
         _call(model=model, criterion=nn.CrossEntropyLoss(reduction="none"))
+
+
+# --------------------------------------------------------------------------------------------- precision, devices
+
+
+def test_bf16_autocast_with_accumulation_runs_and_restores() -> None:
+    data, model = classification()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = state_of(model, optimizer)
+    check = verify(model, optimizer, fake_result(0.01), data, data[:2], criterion=nn.CrossEntropyLoss(),
+                   probe_steps=10, autocast_dtype=torch.bfloat16, accumulation_steps=2)  # fmt: skip
+    assert all(c.updates == 10 and math.isfinite(c.val_loss) for c in check.candidates)
+    assert_same_state(before, model, optimizer)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fp16_grad_scaler_on_cuda_restores_model_optimizer_scaler_and_device() -> None:
+    data, model = classification()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**12)
+    scaler_state = scaler.state_dict()
+    before = state_of(model, optimizer)
+    check = verify(model, optimizer, fake_result(0.1), data, data[:2], criterion=nn.CrossEntropyLoss(),
+                   probe_steps=10, device="cuda", autocast_dtype=torch.float16, grad_scaler=scaler)  # fmt: skip
+    assert len(check.candidates) == 3
+    assert all(p.device.type == "cpu" for p in model.parameters())  # moved there and back
+    assert scaler.state_dict() == scaler_state
+    assert_same_state(before, model, optimizer)
