@@ -128,12 +128,13 @@ def test_default_candidates_move_a_suggestion_that_is_3x_too_low_to_the_optimum(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     error0 = (model.weight.detach().T - w_star).squeeze(1).numpy()
     suggestion = 0.06
-    lrs = candidate_lrs(suggestion)
+    lrs = candidate_lrs(suggestion, 3.0, (1, 1))
     expected = [one_cycle_final_loss(lr, 20, curvatures, error0) for lr in lrs]
     assert int(np.argmin(expected)) == 2  # the best of suggestion/3, suggestion, 3 * suggestion is the largest
 
     data = [(x, y)]
-    check = verify(model, optimizer, fake_result(suggestion), data, data, criterion=nn.MSELoss(), probe_steps=20)
+    check = verify(model, optimizer, fake_result(suggestion), data, data, criterion=nn.MSELoss(), probe_steps=20,
+                   span=(1, 1))  # fmt: skip
     assert check.lr == pytest.approx(3 * suggestion)
     assert check.suggestion == suggestion and check.chosen == 2 and check.runner_up == 1
     assert check.margin == pytest.approx(expected[1] - expected[2], rel=1e-6)
@@ -166,7 +167,7 @@ def test_everything_is_restored_bit_exactly() -> None:
     assert_same_state(before, model, optimizer)
     assert scaler.state_dict() == scaler_state
     assert torch.equal(loader.generator.get_state(), loader_state)
-    assert len(check.candidates) == 3 and all(c.updates == 10 for c in check.candidates)
+    assert len(check.candidates) == 2 and all(c.updates == 10 for c in check.candidates)
 
 
 def test_everything_is_restored_when_a_probe_raises() -> None:
@@ -261,13 +262,14 @@ def test_summary_and_plain_data() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     check = verify(model, optimizer, fake_result(0.1), data, data[:4], criterion=nn.CrossEntropyLoss(),
                    run_steps=200, metric="accuracy")  # fmt: skip
-    assert check.probe_steps == 10 and check.cost_fraction == pytest.approx(30 / 200)
+    assert check.probe_steps == 10 and check.cost_fraction == pytest.approx(20 / 200)
     line = check.summary()
     assert line.startswith(f"verified max_lr={check.lr:.2g}: ") and "in probes" in line and "confidence" in line
     if check.runner_up is not None:
         assert "pt ahead of" in check.margin_text()
     data_out = json.loads(json.dumps(check.to_dict()))
-    assert data_out["lr"] == check.lr and len(data_out["candidates"]) == 3
+    assert data_out["lr"] == check.lr and len(data_out["candidates"]) == 2
+    assert [c.lr for c in check.candidates] == pytest.approx([0.1 / 3, 0.1])  # the default: the suggestion and 3x below
     assert check.one_cycle_kwargs() == {"max_lr": check.lr, "div_factor": 25.0}
 
 
@@ -368,7 +370,7 @@ def test_fp16_grad_scaler_on_cuda_restores_model_optimizer_scaler_and_device() -
     before = state_of(model, optimizer)
     check = verify(model, optimizer, fake_result(0.1), data, data[:2], criterion=nn.CrossEntropyLoss(),
                    probe_steps=10, device="cuda", autocast_dtype=torch.float16, grad_scaler=scaler)  # fmt: skip
-    assert len(check.candidates) == 3
+    assert len(check.candidates) == 2
     assert all(p.device.type == "cpu" for p in model.parameters())  # moved there and back
     assert scaler.state_dict() == scaler_state
     assert_same_state(before, model, optimizer)

@@ -18,11 +18,10 @@ How a curve becomes a suggestion:
    starts the visible descent earlier than the raw losses do.
 4. Slopes are taken against ``log10(lr)``: the sweep is geometric, and a slope against the raw LR
    is dominated by the largest LRs (the reason Lightning's tuner suggests LRs far too small).
-5. Each estimator returns an LR; :data:`DEFAULT_ESTIMATOR` is the one chosen by measurement in
-   ``benchmarks/lr_suggestion.py`` (the final accuracy of short one-cycle runs): "minimum", the LR at the
-   minimum of this lag-free, spike-robust curve. On the benchmark's three (data, model, optimizer)
-   combinations the best one-cycle ``max_lr`` sat at or just above that LR, and every estimator that
-   backs off from it (steepest point, 90% of the descent, minimum/3, minimum/10, valley) lost accuracy.
+5. Each estimator returns an LR; :data:`DEFAULT_ESTIMATOR` is "minimum", the LR at the minimum of this
+   lag-free, spike-robust curve. ``benchmarks/lr_suggestion.py`` scores it (and its verified form,
+   :mod:`superconv.finder.verify`) against torch-lr-finder's steepest gradient and fastai's valley with
+   short one-cycle runs: designed on development workloads, reported on held-out ones (see its results).
 6. A quality flag says whether the curve supports any suggestion: ``"ok"``, ``"flat"``, ``"noisy"``,
    ``"no-descent"`` (e.g. an already trained model), ``"too-short"`` or ``"diverged-immediately"``.
 7. A confidence (:mod:`superconv.finder.confidence`) grades every suggestion: "high", "medium" or "low", a
