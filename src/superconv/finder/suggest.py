@@ -261,16 +261,7 @@ def analyze(
         return _too_short(lr_arr, loss_arr, stopped_early)
 
     log_lrs = np.log10(lr_arr)
-    # Clip the end-of-sweep explosion a little above where the loss started, so it cannot leak into the
-    # smoothed descent (see the module docstring).
-    first = ema(loss_arr, smooth_f)
-    start_level = _start_level(loss_arr)
-    floor = float(first.min())
-    cap = start_level + 0.5 * max(start_level - floor, 0.0) + 1e-12 * max(abs(start_level), 1.0)
-    # A running median first: Adam's loss spikes at high LRs would otherwise drag the mean (and the
-    # minimum) down to a too-small LR. Then the EMA forward and backward, each pass with twice the weight,
-    # so the two passes together smooth about as much as the one the test shows.
-    curve = zero_lag_ema(rolling_median(np.minimum(loss_arr, cap), MEDIAN_WINDOW), min(1.0, 2.0 * smooth_f))
+    curve, first, cap = _lag_free_curve(loss_arr, smooth_f)
 
     full_curve, full_lrs = curve, lr_arr
     if stopped_early:
@@ -303,12 +294,8 @@ def analyze(
         # still falling at end_lr: the minimum is the sweep's last point (the range stopped too early)
         min_at_end=not stopped_early and imin >= n - 2,
     )
-    div_factor = DEFAULT_DIV_FACTOR
-    if quality == "ok":
-        # the LR where the descent starts (10% of the drop done) is a natural floor for the cycle
-        onset = float(lr_arr[i_onset])
-        lo, hi = DIV_FACTOR_RANGE
-        div_factor = float(np.clip(suggestion / onset, lo, hi)) if onset > 0 else DEFAULT_DIV_FACTOR
+    # the LR where the descent starts (10% of the drop done) is a natural floor for the cycle
+    div_factor = _div_factor(suggestion, float(lr_arr[i_onset])) if quality == "ok" else DEFAULT_DIV_FACTOR
 
     return Analysis(
         suggestion=suggestion,
@@ -323,6 +310,27 @@ def analyze(
         depth=depth,
         confidence=confidence,
     )
+
+
+def _lag_free_curve(loss_arr: np.ndarray, smooth_f: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """The curve the estimators read, the plain EMA the test shows, and the cap the losses were clipped at."""
+    # Clip the end-of-sweep explosion a little above where the loss started, so it cannot leak into the
+    # smoothed descent (see the module docstring).
+    first = ema(loss_arr, smooth_f)
+    start_level = _start_level(loss_arr)
+    floor = float(first.min())
+    cap = start_level + 0.5 * max(start_level - floor, 0.0) + 1e-12 * max(abs(start_level), 1.0)
+    # A running median first: Adam's loss spikes at high LRs would otherwise drag the mean (and the
+    # minimum) down to a too-small LR. Then the EMA forward and backward, each pass with twice the weight,
+    # so the two passes together smooth about as much as the one the test shows.
+    curve = zero_lag_ema(rolling_median(np.minimum(loss_arr, cap), MEDIAN_WINDOW), min(1.0, 2.0 * smooth_f))
+    return curve, first, cap
+
+
+def _div_factor(suggestion: float, onset: float) -> float:
+    """max_lr over the LR where the descent starts, kept in :data:`DIV_FACTOR_RANGE`."""
+    lo, hi = DIV_FACTOR_RANGE
+    return float(np.clip(suggestion / onset, lo, hi)) if onset > 0 else DEFAULT_DIV_FACTOR
 
 
 def _too_short(lr_arr: np.ndarray, loss_arr: np.ndarray, stopped_early: bool) -> Analysis:
