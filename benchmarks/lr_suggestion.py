@@ -18,9 +18,9 @@ Protocol (see ``benchmarks/results/lr_suggestion.md`` for the numbers):
    TEST accuracy points to the grid's best (mean / max over seeds), and the time verification adds as a share
    of the run it prepares.
 
-Run: ``PYTHONPATH=src .venv/bin/python benchmarks/lr_suggestion.py`` (about 30 minutes on 2 idle cores;
-``--phase dev`` or ``--phase held-out`` for one half). Writes ``benchmarks/results/lr_suggestion.json``
-(after every job) and ``.md``.
+Run: ``PYTHONPATH=src .venv/bin/python benchmarks/lr_suggestion.py`` (39 minutes measured on 2 cores that other
+work kept busy, load average 6-9; ``--phase dev``, then ``--phase held-out``, for one half at a time; ``--phase
+report`` re-renders the markdown). Writes ``benchmarks/results/lr_suggestion.json`` (after every job) and ``.md``.
 """
 
 from __future__ import annotations
