@@ -69,7 +69,7 @@ def _is_adapter(loader: Any, class_name: str) -> bool:
     return adapter is not None and isinstance(loader, adapter)
 
 
-def to_device(batch: Any, device: torch.device, non_blocking: bool) -> Any:
+def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Move every tensor in a (nested) batch to ``device``; other values (strings, numbers) pass through."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=non_blocking)
@@ -118,11 +118,12 @@ class TrainBatches:
                     "ended; create it with auto_reset=True (the default), or lower num_iter."
                 ) from None
         if self._batches is None:  # created on first use, so the loader's shuffle draws where torch-lr-finder's do
-            self._batches = _cycle(self.loader)
+            self._batches = cycle(self.loader)
         return next(self._batches)
 
 
-def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
+def cycle(loader: Iterable[Any], name: str = "train_loader") -> Iterator[Any]:
+    """Yield batches forever, restarting ``loader`` when it runs out; an empty loader is an error."""
     while True:
         empty = True
         for batch in loader:
@@ -130,9 +131,72 @@ def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
             yield batch
         if empty:
             raise ConfigError(
-                "train_loader yielded no batches; pass a loader with at least one batch (check the dataset size "
+                f"{name} yielded no batches; pass a loader with at least one batch (check the dataset size "
                 "and drop_last)."
             )
+
+
+def check_loader(loader: Any, name: Literal["train_loader", "val_loader"]) -> None:
+    """Raise :class:`ConfigError` unless ``loader`` is a kind the range test and its probes can read."""
+    loader_kind(loader, name)
+
+
+def is_supervised(batch: Any) -> bool:
+    """Whether ``batch`` is ``(inputs, ..., target)``: a list or tuple of at least two items, not a namedtuple."""
+    return isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields") and len(batch) >= 2
+
+
+def batch_loss(
+    model: nn.Module,
+    batch: Any,
+    criterion: Callable[..., torch.Tensor] | None,
+    loss_fn: LossFn | None,
+    output: torch.Tensor | None = None,
+    *,
+    pairs: bool = False,
+) -> torch.Tensor:
+    """The scalar loss of one batch (the rules in the module docstring).
+
+    ``pairs`` is torch-lr-finder's ``(inputs, labels, *extras)`` rule, else superconv's ``(x1, ..., xn, target)``;
+    ``output``, when given, is the model's output for the batch (a forward pass that is reused).
+    """
+    if loss_fn is not None:
+        loss: Any = loss_fn(model, batch)
+    elif isinstance(batch, Mapping):
+        loss = _dict_loss(model, batch)
+    elif isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        if criterion is None:
+            raise ConfigError(
+                "criterion=None and no loss_fn: pass a criterion (e.g. torch.nn.CrossEntropyLoss()) for "
+                "(inputs, target) batches, or loss_fn=lambda model, batch: ... for any other batch."
+            )
+        if output is None:
+            output = model(batch[0]) if pairs else model(*batch[:-1])
+        loss = criterion(output, batch[1] if pairs else batch[-1])
+    else:
+        shape = "(inputs, labels, *extras)" if pairs else "(inputs, ..., target)"
+        raise ConfigError(
+            f"a batch of type {type(batch).__name__} is not {shape}; pass loss_fn=lambda model, batch: ... "
+            "to say how to compute its loss."
+        )
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else repr(loss)
+        raise ConfigError(
+            f"the loss must be a scalar tensor, got {what}; reduce it (e.g. .mean()) in the criterion or loss_fn."
+        )
+    return loss
+
+
+def _dict_loss(model: nn.Module, batch: Mapping[str, Any]) -> Any:
+    # A Hugging Face-style model takes the dict as keyword arguments and returns its loss.
+    out = model(**batch)
+    loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
+    if loss is None:
+        raise ConfigError(
+            f"the model returned {type(out).__name__} without a 'loss' for a dict batch; pass "
+            "loss_fn=lambda model, batch: ... to compute the loss."
+        )
+    return loss
 
 
 class BatchLoss:
@@ -145,40 +209,4 @@ class BatchLoss:
         self.pairs = kind != "collection"  # torch-lr-finder's (inputs, labels, *extras)
 
     def __call__(self, batch: Any) -> torch.Tensor:
-        if self.loss_fn is not None:
-            loss: Any = self.loss_fn(self.model, batch)
-        elif isinstance(batch, Mapping):
-            loss = self._dict_loss(batch)
-        elif isinstance(batch, (list, tuple)) and len(batch) >= 2:
-            if self.criterion is None:
-                raise ConfigError(
-                    "criterion=None and no loss_fn: pass a criterion (e.g. torch.nn.CrossEntropyLoss()) for "
-                    "(inputs, target) batches, or loss_fn=lambda model, batch: ... for any other batch."
-                )
-            if self.pairs:
-                loss = self.criterion(self.model(batch[0]), batch[1])
-            else:
-                loss = self.criterion(self.model(*batch[:-1]), batch[-1])
-        else:
-            shape = "(inputs, labels, *extras)" if self.pairs else "(inputs, ..., target)"
-            raise ConfigError(
-                f"a batch of type {type(batch).__name__} is not {shape}; pass loss_fn=lambda model, batch: ... "
-                "to say how to compute its loss."
-            )
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else repr(loss)
-            raise ConfigError(
-                f"the loss must be a scalar tensor, got {what}; reduce it (e.g. .mean()) in the criterion or loss_fn."
-            )
-        return loss
-
-    def _dict_loss(self, batch: Mapping[str, Any]) -> Any:
-        # A Hugging Face-style model takes the dict as keyword arguments and returns its loss.
-        out = self.model(**batch)
-        loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
-        if loss is None:
-            raise ConfigError(
-                f"the model returned {type(out).__name__} without a 'loss' for a dict batch; pass "
-                "loss_fn=lambda model, batch: ... to compute the loss."
-            )
-        return loss
+        return batch_loss(self.model, batch, self.criterion, self.loss_fn, pairs=self.pairs)

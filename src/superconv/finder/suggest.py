@@ -18,13 +18,14 @@ How a curve becomes a suggestion:
    starts the visible descent earlier than the raw losses do.
 4. Slopes are taken against ``log10(lr)``: the sweep is geometric, and a slope against the raw LR
    is dominated by the largest LRs (the reason Lightning's tuner suggests LRs far too small).
-5. Each estimator returns an LR; :data:`DEFAULT_ESTIMATOR` is the one chosen by measurement in
-   ``benchmarks/lr_suggestion.py`` (the final accuracy of short one-cycle runs): "minimum", the LR at the
-   minimum of this lag-free, spike-robust curve. On the benchmark's three (data, model, optimizer)
-   combinations the best one-cycle ``max_lr`` sat at or just above that LR, and every estimator that
-   backs off from it (steepest point, 90% of the descent, minimum/3, minimum/10, valley) lost accuracy.
+5. Each estimator returns an LR; :data:`DEFAULT_ESTIMATOR` is "minimum", the LR at the minimum of this
+   lag-free, spike-robust curve. ``benchmarks/lr_suggestion.py`` scores it (and its verified form,
+   :mod:`superconv.finder.verify`) against torch-lr-finder's steepest gradient and fastai's valley with
+   short one-cycle runs: designed on development workloads, reported on held-out ones (see its results).
 6. A quality flag says whether the curve supports any suggestion: ``"ok"``, ``"flat"``, ``"noisy"``,
    ``"no-descent"`` (e.g. an already trained model), ``"too-short"`` or ``"diverged-immediately"``.
+7. A confidence (:mod:`superconv.finder.confidence`) grades every suggestion: "high", "medium" or "low", a
+   score, a reason and what to do; verification probes (:mod:`superconv.finder.verify`) refine it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Literal
 import numpy as np
 
 from superconv.errors import ConfigError
+from superconv.finder import confidence as conf
 
 Quality = Literal["ok", "flat", "noisy", "no-descent", "too-short", "diverged-immediately"]
 
@@ -123,6 +125,7 @@ class Analysis:
         min_lr: The LR at the curve's minimum.
         noise: A robust estimate of the raw losses' noise (standard deviation) before the minimum.
         depth: How far the curve descends from its starting level to its minimum.
+        confidence: How sure the suggestion is, from the curve alone (:func:`superconv.finder.confidence.from_curve`).
     """
 
     suggestion: float
@@ -135,6 +138,7 @@ class Analysis:
     min_lr: float
     noise: float
     depth: float
+    confidence: conf.Confidence
 
 
 def steepest(log_lrs: np.ndarray, curve: np.ndarray) -> int:
@@ -254,40 +258,10 @@ def analyze(
     lr_arr, loss_arr = lr_arr[keep], loss_arr[keep]
     n = lr_arr.size
     if n < MIN_POINTS:
-        quality: Quality = "diverged-immediately" if stopped_early else "too-short"
-        fallback = float(lr_arr[0]) if n else math.nan
-        if n >= 2:
-            fallback = float(lr_arr[int(np.argmin(loss_arr))]) / 10.0
-        warning = (
-            f"the loss diverged after {n} step(s), at lr={lr_arr[-1] if n else float('nan'):.3g}: start the "
-            "sweep lower (start_lr) or check the model and data"
-            if quality == "diverged-immediately"
-            else f"only {n} usable step(s) (need {MIN_POINTS}); run more iterations (num_iter)"
-        )
-        return Analysis(
-            suggestion=fallback,
-            estimates=dict.fromkeys(ESTIMATORS, fallback),
-            quality=quality,
-            warning=warning,
-            div_factor=DEFAULT_DIV_FACTOR,
-            curve=loss_arr.copy(),
-            lrs=lr_arr,
-            min_lr=fallback * 10.0 if n >= 2 else fallback,
-            noise=math.nan,
-            depth=math.nan,
-        )
+        return _too_short(lr_arr, loss_arr, stopped_early)
 
     log_lrs = np.log10(lr_arr)
-    # Clip the end-of-sweep explosion a little above where the loss started, so it cannot leak into the
-    # smoothed descent (see the module docstring).
-    first = ema(loss_arr, smooth_f)
-    start_level = _start_level(loss_arr)
-    floor = float(first.min())
-    cap = start_level + 0.5 * max(start_level - floor, 0.0) + 1e-12 * max(abs(start_level), 1.0)
-    # A running median first: Adam's loss spikes at high LRs would otherwise drag the mean (and the
-    # minimum) down to a too-small LR. Then the EMA forward and backward, each pass with twice the weight,
-    # so the two passes together smooth about as much as the one the test shows.
-    curve = zero_lag_ema(rolling_median(np.minimum(loss_arr, cap), MEDIAN_WINDOW), min(1.0, 2.0 * smooth_f))
+    curve, first, cap = _lag_free_curve(loss_arr, smooth_f)
 
     full_curve, full_lrs = curve, lr_arr
     if stopped_early:
@@ -307,43 +281,21 @@ def analyze(
     d2 = np.diff(np.minimum(loss_arr, cap)[: max(imin + 1, MIN_POINTS)], 2)
     noise = float(1.4826 * np.median(np.abs(d2 - np.median(d2))) / math.sqrt(6.0))
 
-    estimates = {
-        "minimum": float(lr_arr[imin]),
-        "steepest": float(lr_arr[steepest(log_lrs, curve)]),
-        "valley": float(lr_arr[valley(log_lrs, curve)]),
-        "min_div_10": float(lr_arr[imin]) / 10.0,
-        "min_div_3": float(lr_arr[imin]) / 3.0,
-        "descent": float(lr_arr[descent(log_lrs, curve)]),
-    }
+    estimates = _estimates(lr_arr, log_lrs, curve, imin)
     suggestion = estimates[estimator]
+    quality, warning = _flag(lr_arr, spread, depth, scale, start_level, imin, noise)
 
-    quality = "ok"
-    warning = ""
-    if spread < 0.01 * scale:
-        quality = "flat"
-        warning = (
-            f"the loss hardly changed over lr={lr_arr[0]:.3g}..{lr_arr[-1]:.3g} (by {spread:.3g}): widen the "
-            "sweep (start_lr lower, end_lr higher) or check that the optimizer updates the model"
-        )
-    elif depth < 0.03 * scale or imin < 0.05 * n:
-        quality = "no-descent"
-        warning = (
-            f"the loss never clearly descends (drop {depth:.3g} from {start_level:.3g}): the model may "
-            "already be trained, or start_lr is too high; the suggestion is a guess"
-        )
-    elif noise > depth / 4.0:
-        quality = "noisy"
-        warning = (
-            f"the loss is noisy (noise {noise:.3g} against a drop of {depth:.3g}): use a larger batch, more "
-            "iterations (num_iter), or validation-loss mode (val_loader)"
-        )
-
-    div_factor = DEFAULT_DIV_FACTOR
-    if quality == "ok":
-        # the LR where the descent starts (10% of the drop done) is a natural floor for the cycle
-        onset = float(lr_arr[descent(log_lrs, curve, 0.1)])
-        lo, hi = DIV_FACTOR_RANGE
-        div_factor = float(np.clip(suggestion / onset, lo, hi)) if onset > 0 else DEFAULT_DIV_FACTOR
+    i_onset = descent(log_lrs, curve, 0.1)
+    confidence = conf.from_curve(
+        quality=quality,
+        warning=warning,
+        noise_ratio=noise / depth if depth > 0 else math.inf,
+        descent_points=imin - i_onset,
+        # still falling at end_lr: the minimum is the sweep's last point (the range stopped too early)
+        min_at_end=not stopped_early and imin >= n - 2,
+    )
+    # the LR where the descent starts (10% of the drop done) is a natural floor for the cycle
+    div_factor = _div_factor(suggestion, float(lr_arr[i_onset])) if quality == "ok" else DEFAULT_DIV_FACTOR
 
     return Analysis(
         suggestion=suggestion,
@@ -356,7 +308,94 @@ def analyze(
         min_lr=float(lr_arr[imin]),
         noise=noise,
         depth=depth,
+        confidence=confidence,
     )
+
+
+def _lag_free_curve(loss_arr: np.ndarray, smooth_f: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """The curve the estimators read, the plain EMA the test shows, and the cap the losses were clipped at."""
+    # Clip the end-of-sweep explosion a little above where the loss started, so it cannot leak into the
+    # smoothed descent (see the module docstring).
+    first = ema(loss_arr, smooth_f)
+    start_level = _start_level(loss_arr)
+    floor = float(first.min())
+    cap = start_level + 0.5 * max(start_level - floor, 0.0) + 1e-12 * max(abs(start_level), 1.0)
+    # A running median first: Adam's loss spikes at high LRs would otherwise drag the mean (and the
+    # minimum) down to a too-small LR. Then the EMA forward and backward, each pass with twice the weight,
+    # so the two passes together smooth about as much as the one the test shows.
+    curve = zero_lag_ema(rolling_median(np.minimum(loss_arr, cap), MEDIAN_WINDOW), min(1.0, 2.0 * smooth_f))
+    return curve, first, cap
+
+
+def _div_factor(suggestion: float, onset: float) -> float:
+    """max_lr over the LR where the descent starts, kept in :data:`DIV_FACTOR_RANGE`."""
+    lo, hi = DIV_FACTOR_RANGE
+    return float(np.clip(suggestion / onset, lo, hi)) if onset > 0 else DEFAULT_DIV_FACTOR
+
+
+def _too_short(lr_arr: np.ndarray, loss_arr: np.ndarray, stopped_early: bool) -> Analysis:
+    """The analysis of a curve with fewer than :data:`MIN_POINTS` finite points: a guess, flagged."""
+    n = lr_arr.size
+    quality: Quality = "diverged-immediately" if stopped_early else "too-short"
+    fallback = float(lr_arr[0]) if n else math.nan
+    if n >= 2:
+        fallback = float(lr_arr[int(np.argmin(loss_arr))]) / 10.0
+    warning = (
+        f"the loss diverged after {n} step(s), at lr={lr_arr[-1] if n else float('nan'):.3g}: start the "
+        "sweep lower (start_lr) or check the model and data"
+        if quality == "diverged-immediately"
+        else f"only {n} usable step(s) (need {MIN_POINTS}); run more iterations (num_iter)"
+    )
+    return Analysis(
+        suggestion=fallback,
+        estimates=dict.fromkeys(ESTIMATORS, fallback),
+        quality=quality,
+        warning=warning,
+        div_factor=DEFAULT_DIV_FACTOR,
+        curve=loss_arr.copy(),
+        lrs=lr_arr,
+        min_lr=fallback * 10.0 if n >= 2 else fallback,
+        noise=math.nan,
+        depth=math.nan,
+        confidence=conf.from_curve(
+            quality=quality, warning=warning, noise_ratio=math.nan, descent_points=0, min_at_end=False
+        ),
+    )
+
+
+def _estimates(lr_arr: np.ndarray, log_lrs: np.ndarray, curve: np.ndarray, imin: int) -> dict[str, float]:
+    """Every estimator's LR on the (lag-free, clipped) curve whose minimum is at ``imin``."""
+    return {
+        "minimum": float(lr_arr[imin]),
+        "steepest": float(lr_arr[steepest(log_lrs, curve)]),
+        "valley": float(lr_arr[valley(log_lrs, curve)]),
+        "min_div_10": float(lr_arr[imin]) / 10.0,
+        "min_div_3": float(lr_arr[imin]) / 3.0,
+        "descent": float(lr_arr[descent(log_lrs, curve)]),
+    }
+
+
+def _flag(
+    lr_arr: np.ndarray, spread: float, depth: float, scale: float, start_level: float, imin: int, noise: float
+) -> tuple[Quality, str]:
+    """The quality flag of a curve and the sentence that goes with it ("" when "ok")."""
+    n = lr_arr.size
+    if spread < 0.01 * scale:
+        return "flat", (
+            f"the loss hardly changed over lr={lr_arr[0]:.3g}..{lr_arr[-1]:.3g} (by {spread:.3g}): widen the "
+            "sweep (start_lr lower, end_lr higher) or check that the optimizer updates the model"
+        )
+    if depth < 0.03 * scale or imin < 0.05 * n:
+        return "no-descent", (
+            f"the loss never clearly descends (drop {depth:.3g} from {start_level:.3g}): the model may "
+            "already be trained, or start_lr is too high; the suggestion is a guess"
+        )
+    if noise > depth / 4.0:
+        return "noisy", (
+            f"the loss is noisy (noise {noise:.3g} against a drop of {depth:.3g}): use a larger batch, more "
+            "iterations (num_iter), or validation-loss mode (val_loader)"
+        )
+    return "ok", ""
 
 
 def rolling_median(values: np.ndarray, window: int) -> np.ndarray:

@@ -1,0 +1,487 @@
+"""Verify a range test's suggestion: short one-cycle probes at a few candidate LRs, chosen by validation.
+
+The range test reads a curve measured while the LR keeps rising; the run the LR is for warms up, peaks and
+anneals. :func:`verify` checks the suggestion empirically: it takes the suggestion and neighbours a factor
+``spacing`` apart, trains a compressed one-cycle run (:mod:`superconv.finder.probe`) at each from the SAME
+starting weights, optimizer state, RNG streams and batch order, and keeps the candidate with the best
+validation metric. The model, the optimizer (state and hyperparameters), a GradScaler, the RNG streams and
+the training loader's position are restored exactly after every probe, also when a probe raises.
+
+The defaults were chosen on the development workloads of ``benchmarks/lr_suggestion.py`` by validation
+accuracy: probes of :data:`DEFAULT_PROBE_FRACTION` of the run each, at the suggestion and one candidate a
+factor 3 BELOW it (:data:`DEFAULT_SPAN`), chosen by validation loss. Probes that short carry a strong
+short-horizon bias: they measure how fast a run starts, not where it ends. A candidate 3x ABOVE the
+suggestion often won its probe and then diverged in the full run (an MLP with SGD lost up to 89 points), so
+by default verification only guards against a suggestion that is too high; pass ``span=(1, 1)`` (or
+``candidates=``) to probe upwards too, ideally with longer probes.
+
+Example:
+    >>> import torch
+    >>> from superconv.finder import LRFinder
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = torch.nn.Linear(4, 3)
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    >>> data = [(torch.randn(16, 4), torch.randint(0, 3, (16,))) for _ in range(8)]
+    >>> crit = torch.nn.CrossEntropyLoss()
+    >>> result = LRFinder(model, opt, crit).range_test(data, num_iter=30)
+    >>> check = verify(model, opt, result, data, data[:2], criterion=crit, probe_steps=10)
+    >>> len(check.candidates), check.lr in [c.lr for c in check.candidates]
+    (2, True)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from superconv import checks
+from superconv.errors import ConfigError
+from superconv.finder import confidence as conf
+from superconv.finder import suggest
+from superconv.finder.batches import LossFn, check_loader, cycle, to_device
+from superconv.finder.probe import ProbeConfig, ProbeOutcome, run_probe
+from superconv.finder.result import RangeTestResult
+from superconv.finder.snapshot import Snapshot
+
+Metric = Literal["loss", "accuracy"]
+METRICS = ("loss", "accuracy")
+
+#: Each probe's share of the updates of the run the LR is for (chosen on the benchmark's development workloads).
+DEFAULT_PROBE_FRACTION = 0.03
+#: Probes shorter than this cannot warm up and anneal meaningfully.
+MIN_PROBE_STEPS = 10
+#: The candidates' ratio to their neighbours, and how many lie below and above the suggestion: short probes
+#: cannot see that a higher LR diverges later in the full run (see the module docstring).
+DEFAULT_SPACING = 3.0
+DEFAULT_SPAN = (1, 0)
+#: Validation batches each probe is measured on (the same batches for every probe).
+DEFAULT_VAL_BATCHES = 8
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of :func:`verify`.
+
+    Attributes:
+        lr: The chosen LR: the ``max_lr`` to train with.
+        suggestion: The range test's suggestion the candidates were centred on.
+        div_factor: The range test's recommended ``div_factor`` (also used by the probes unless overridden).
+        metric: "loss" or "accuracy": what chose.
+        candidates: Each probe's outcome, in increasing LR.
+        chosen: The index of the chosen candidate.
+        runner_up: The index of the next best candidate that did not diverge, or ``None``.
+        margin: How far the chosen candidate is ahead of the runner-up (accuracy points, or loss); NaN if none.
+        noise: The standard error of that margin over the validation batches (NaN with one batch).
+        probe_steps: Optimizer updates per probe.
+        run_steps: Updates of the run the LR is for, when given (then ``cost_fraction`` is known).
+        seconds: Wall-clock seconds of the whole verification (probes, validation, restores).
+        confidence: How sure the choice is (probes and curve together).
+    """
+
+    lr: float
+    suggestion: float
+    div_factor: float
+    metric: Metric
+    candidates: tuple[ProbeOutcome, ...]
+    chosen: int
+    runner_up: int | None
+    margin: float
+    noise: float
+    probe_steps: int
+    run_steps: int | None
+    seconds: float
+    confidence: conf.Confidence
+
+    @property
+    def cost_fraction(self) -> float:
+        """The probes' updates as a fraction of the run's (NaN when ``run_steps`` was not given)."""
+        if not self.run_steps:
+            return math.nan
+        return sum(c.updates for c in self.candidates) / self.run_steps
+
+    def one_cycle_kwargs(self) -> dict[str, float]:
+        """``{"max_lr": lr, "div_factor": div_factor}`` for :class:`superconv.OneCycleLR`."""
+        return {"max_lr": float(self.lr), "div_factor": float(self.div_factor)}
+
+    def margin_text(self) -> str:
+        """E.g. ``0.031: 0.6 pt ahead of 0.01 in probes`` (or the loss for ``metric="loss"``)."""
+        head = f"{self.lr:.2g}"
+        if self.runner_up is None:
+            return f"{head}: the only probe that did not diverge"
+        other = self.candidates[self.runner_up].lr
+        if self.metric == "accuracy":
+            return f"{head}: {self.margin:.2g} pt ahead of {other:.2g} in probes"
+        return f"{head}: val loss {self.margin:.3g} lower than {other:.2g} in probes"
+
+    def summary(self) -> str:
+        """One line for humans: the choice, its margin, the probes' cost and the confidence."""
+        cost = f", {self.cost_fraction:.0%} of the run" if math.isfinite(self.cost_fraction) else ""
+        probes = f"{len(self.candidates)} probes of {self.probe_steps} updates, {self.seconds:.1f} s{cost}"
+        return f"verified max_lr={self.margin_text()} ({probes}); {self.confidence.summary()}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (numbers, strings, lists, dicts): JSON-serializable."""
+        return {
+            "lr": self.lr,
+            "suggestion": self.suggestion,
+            "div_factor": self.div_factor,
+            "metric": self.metric,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "chosen": self.chosen,
+            "runner_up": self.runner_up,
+            "margin": self.margin,
+            "noise": self.noise,
+            "probe_steps": self.probe_steps,
+            "run_steps": self.run_steps,
+            "cost_fraction": self.cost_fraction,
+            "seconds": self.seconds,
+            "confidence": self.confidence.to_dict(),
+            "summary": self.summary(),
+        }
+
+
+def candidate_lrs(
+    suggestion: float, spacing: float = DEFAULT_SPACING, span: tuple[int, int] = DEFAULT_SPAN
+) -> list[float]:
+    """The suggestion and ``span = (below, above)`` neighbours a factor ``spacing`` apart, increasing.
+
+    Example:
+        >>> [round(x, 4) for x in candidate_lrs(0.03, 3.0, (1, 1))]
+        [0.01, 0.03, 0.09]
+        >>> [round(x, 4) for x in candidate_lrs(0.03, 3.0, (2, 0))]
+        [0.0033, 0.01, 0.03]
+    """
+    checks.positive_float("suggestion", suggestion, hint="the suggested LR")
+    if not checks.is_number(spacing) or not spacing > 1:
+        raise ConfigError(f"Expected spacing to be a number > 1 (the candidates' ratio, e.g. 3), but got {spacing!r}")
+    ok = isinstance(span, tuple) and len(span) == 2 and all(checks.is_int(k) and k >= 0 for k in span)
+    if not ok or sum(span) == 0:
+        raise ConfigError(
+            f"Expected span to be (below, above): two integers >= 0, not both 0 (how many candidates below and above "
+            f"the suggestion), but got {span!r}"
+        )
+    below, above = span
+    return [suggestion * spacing**k for k in range(-below, above + 1)]
+
+
+def choose(outcomes: Sequence[ProbeOutcome], metric: Metric) -> tuple[int, int | None]:
+    """The index of the best outcome and of the runner-up (``None`` if no other finished).
+
+    Accuracy ties are broken by the lower validation loss. A diverged probe is never chosen unless every
+    probe diverged; then the lowest LR is.
+    """
+    ok = [i for i, o in enumerate(outcomes) if not o.diverged]
+    if not ok:
+        return min(range(len(outcomes)), key=lambda i: outcomes[i].lr), None
+
+    def key(i: int) -> tuple[float, float]:
+        o = outcomes[i]
+        acc = o.val_accuracy if o.val_accuracy is not None else -math.inf
+        return (acc, -o.val_loss) if metric == "accuracy" else (-o.val_loss, 0.0)
+
+    ranked = sorted(ok, key=key, reverse=True)
+    return ranked[0], ranked[1] if len(ranked) > 1 else None
+
+
+def paired_noise(a: ProbeOutcome, b: ProbeOutcome, metric: Metric) -> float:
+    """The standard error of ``a``'s metric minus ``b``'s, from their paired validation batches (NaN if < 2)."""
+    xs, ys = (a.batch_accuracies, b.batch_accuracies) if metric == "accuracy" else (a.batch_losses, b.batch_losses)
+    diffs = [x - y for x, y in zip(xs, ys)]
+    if len(diffs) < 2:
+        return math.nan
+    return statistics.stdev(diffs) / math.sqrt(len(diffs))
+
+
+def verify(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    result: RangeTestResult,
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any],
+    *,
+    criterion: Callable[..., torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
+    candidates: Sequence[float] | None = None,
+    spacing: float = DEFAULT_SPACING,
+    span: tuple[int, int] = DEFAULT_SPAN,
+    run_steps: int | None = None,
+    probe_fraction: float = DEFAULT_PROBE_FRACTION,
+    probe_steps: int | None = None,
+    metric: Metric = "loss",
+    val_batches: int = DEFAULT_VAL_BATCHES,
+    schedule: Mapping[str, Any] | None = None,
+    accumulation_steps: int = 1,
+    device: str | torch.device | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    grad_scaler: Any | None = None,
+    snapshot_device: str | torch.device = "cpu",
+) -> Verification:
+    """Probe candidate LRs around ``result.suggestion`` with short one-cycle runs; keep the best by validation.
+
+    Args:
+        model: The model (left exactly as it was: values, modes, gradients, device).
+        optimizer: Its optimizer (state and hyperparameters left exactly as they were); the probes use its
+            hyperparameters (momentum, betas, weight decay) with the probe's LR and momentum schedule.
+        result: The range test's result: its ``suggestion`` centres the candidates, its ``div_factor`` shapes
+            the probes, its curve gives the curve part of the confidence.
+        train_loader: Training batches; every probe starts from the loader's current position (restored).
+        val_loader: Validation batches; the first ``val_batches`` are kept and reused by every probe.
+        criterion: ``criterion(output, target)`` for ``(inputs, ..., target)`` batches.
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor`` for any other batch shape.
+        candidates: The LRs to probe; default: :func:`candidate_lrs` around the suggestion.
+        spacing: The ratio of neighbouring default candidates.
+        span: How many default candidates lie below and above the suggestion (``(1, 0)``: suggestion / spacing
+            and the suggestion; ``(1, 1)`` adds suggestion * spacing).
+        run_steps: Optimizer updates of the run the LR is for; each probe then takes ``probe_fraction`` of it.
+        probe_fraction: Each probe's share of ``run_steps``, in (0, 1).
+        probe_steps: Updates per probe (overrides ``run_steps * probe_fraction``; at least 10).
+        metric: Choose by validation "loss" (any task) or "accuracy" (classification; ties by loss).
+        val_batches: Validation batches each probe is measured on (at least 2 give a noise estimate).
+        schedule: Extra :class:`superconv.OneCycleLR` keyword arguments for the probes (the run's shape, e.g.
+            ``{"pct_start": 0.25}``); ``div_factor`` defaults to ``result.div_factor``.
+        accumulation_steps: Micro-batches per optimizer update.
+        device: Where to run the probes (the model is moved there and back); ``None``: where it is.
+        autocast_dtype: ``torch.bfloat16`` or ``torch.float16`` for autocast, or ``None``.
+        grad_scaler: A ``torch.amp.GradScaler`` (its state is restored after every probe).
+        snapshot_device: Where the copy of the starting state lives ("cpu", or e.g. "cuda" for speed).
+
+    Returns:
+        A :class:`Verification` (``.lr`` is the LR to use; ``.summary()`` says why and how sure).
+
+    Raises:
+        ConfigError: For a bad argument; the message says what was expected.
+    """
+    lrs, steps, dev = _check(model, optimizer, result, train_loader, val_loader, candidates, spacing, span, run_steps,
+                             probe_fraction, probe_steps, metric, val_batches, accumulation_steps, device,
+                             autocast_dtype, criterion, loss_fn)  # fmt: skip
+    config = ProbeConfig(
+        steps=steps,
+        schedule={"div_factor": float(result.div_factor), **(schedule or {})},
+        criterion=criterion,
+        loss_fn=loss_fn,
+        accuracy=metric == "accuracy",
+        accumulation_steps=accumulation_steps,
+        autocast_dtype=autocast_dtype,
+        grad_scaler=grad_scaler,
+    )
+    t0 = time.perf_counter()
+    outcomes = _probe_all(model, optimizer, lrs, train_loader, val_loader, val_batches, config, dev, snapshot_device)
+    chosen, runner_up = choose(outcomes, metric)
+    margin = noise = math.nan
+    if runner_up is not None:
+        a, b = outcomes[chosen], outcomes[runner_up]
+        if metric == "accuracy":
+            margin = float(a.val_accuracy or 0.0) - float(b.val_accuracy or 0.0)
+        else:
+            margin = b.val_loss - a.val_loss
+        noise = paired_noise(a, b, metric)
+    probes = conf.from_probes(
+        lrs=[o.lr for o in outcomes],
+        values=[_value(o, metric) for o in outcomes],
+        higher_is_better=metric == "accuracy",
+        chosen=chosen,
+        runner_up=runner_up,
+        noise=noise,
+        unit=" pt" if metric == "accuracy" else " loss",
+    )
+    return Verification(
+        lr=outcomes[chosen].lr,
+        suggestion=float(result.suggestion),
+        div_factor=float(config.schedule["div_factor"]),
+        metric=metric,
+        candidates=tuple(outcomes),
+        chosen=chosen,
+        runner_up=runner_up,
+        margin=margin,
+        noise=noise,
+        probe_steps=steps,
+        run_steps=run_steps,
+        seconds=time.perf_counter() - t0,
+        confidence=conf.combine(curve_confidence(result), probes),
+    )
+
+
+def curve_confidence(result: RangeTestResult) -> conf.Confidence:
+    """The curve part of the confidence, recomputed from the result's raw curve (a pure function of it)."""
+    if not result.lrs:
+        return conf.make(0.0, "the range test recorded no point", "run the range test (more iterations)")
+    analysis = suggest.analyze(
+        result.lrs, result.losses, result.smooth_f, estimator=result.estimator, stopped_early=result.diverged
+    )
+    return analysis.confidence
+
+
+def _value(outcome: ProbeOutcome, metric: Metric) -> float:
+    if outcome.diverged:
+        return math.nan
+    if metric == "accuracy":
+        return math.nan if outcome.val_accuracy is None else outcome.val_accuracy
+    return outcome.val_loss
+
+
+def _probe_all(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lrs: Sequence[float],
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any],
+    val_batches: int,
+    config: ProbeConfig,
+    device: torch.device,
+    snapshot_device: str | torch.device,
+) -> list[ProbeOutcome]:
+    """Run one probe per LR, each from the same state; everything is restored after each (also on error)."""
+    positions = [_LoaderPosition(train_loader), _LoaderPosition(val_loader)]
+    patched_step = "step" in vars(optimizer)
+    original_step = vars(optimizer).get("step")
+    outcomes: list[ProbeOutcome] = []
+    try:
+        cache = []
+        for batch in val_loader:
+            cache.append(to_device(batch, device))
+            if len(cache) == val_batches:
+                break
+        if not cache:
+            raise ConfigError("val_loader yielded no batches; pass a loader with at least one batch.")
+        for lr in lrs:
+            snapshot = Snapshot(model, optimizer, config.grad_scaler, None, torch.device(snapshot_device), None)
+            try:
+                model.to(device)
+                batches = cycle(train_loader, "train_loader")
+                outcomes.append(run_probe(model, optimizer, lr, batches, cache, config, lambda b: to_device(b, device)))
+            finally:
+                snapshot.restore()
+                for position in positions:
+                    position.restore()
+                # OneCycleLR (a torch LRScheduler) wraps optimizer.step in an instance attribute: undo it.
+                if patched_step:
+                    vars(optimizer)["step"] = original_step
+                else:
+                    vars(optimizer).pop("step", None)
+    finally:
+        for position in positions:
+            position.restore()
+    return outcomes
+
+
+class _LoaderPosition:
+    """Where a loader is in its sequence of batches, captured so every probe (and the user) starts there.
+
+    Known kinds: a ``state_dict``/``load_state_dict`` loader (torchdata's StatefulDataLoader), a DataLoader with
+    its own ``generator``, and loaders with an ``epoch`` and ``set_epoch`` (superconv's TensorLoader). A
+    DataLoader without a generator draws its order from torch's global RNG, which the snapshot restores.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.kind = ""
+        self.state: Any = None
+        if callable(getattr(loader, "state_dict", None)) and callable(getattr(loader, "load_state_dict", None)):
+            self.kind, self.state = "state_dict", copy.deepcopy(loader.state_dict())
+        elif isinstance(getattr(loader, "generator", None), torch.Generator):
+            self.kind, self.state = "generator", loader.generator.get_state()
+        elif callable(getattr(loader, "set_epoch", None)) and checks.is_int(getattr(loader, "epoch", None)):
+            self.kind, self.state = "epoch", loader.epoch
+
+    def restore(self) -> None:
+        if self.kind == "state_dict":
+            self.loader.load_state_dict(copy.deepcopy(self.state))
+        elif self.kind == "generator":
+            self.loader.generator.set_state(self.state)
+        elif self.kind == "epoch":
+            self.loader.set_epoch(self.state)
+
+
+def _check(
+    model: Any,
+    optimizer: Any,
+    result: Any,
+    train_loader: Any,
+    val_loader: Any,
+    candidates: Sequence[float] | None,
+    spacing: float,
+    span: tuple[int, int],
+    run_steps: int | None,
+    probe_fraction: float,
+    probe_steps: int | None,
+    metric: str,
+    val_batches: int,
+    accumulation_steps: int,
+    device: Any,
+    autocast_dtype: Any,
+    criterion: Any,
+    loss_fn: Any,
+) -> tuple[list[float], int, torch.device]:
+    """Validate :func:`verify`'s arguments; return the candidates, the probe length and the device."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"Expected model to be a torch.nn.Module, but got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(
+            f"Expected optimizer to be a torch.optim.Optimizer, but got {type(optimizer).__name__}: pass the "
+            "optimizer that trains the model"
+        )
+    if not isinstance(result, RangeTestResult):
+        raise ConfigError(
+            f"Expected result to be the RangeTestResult of LRFinder.range_test, but got {type(result).__name__}"
+        )
+    check_loader(train_loader, "train_loader")
+    check_loader(val_loader, "val_loader")
+    for name, fn in (("criterion", criterion), ("loss_fn", loss_fn)):
+        if fn is not None and not callable(fn):
+            raise ConfigError(f"Expected {name} to be callable, but got {fn!r}")
+    checks.one_of("metric", metric, METRICS)
+    checks.positive_int("val_batches", val_batches)
+    checks.positive_int("accumulation_steps", accumulation_steps)
+    if autocast_dtype is not None and autocast_dtype not in (torch.bfloat16, torch.float16):
+        raise ConfigError(f"Expected autocast_dtype torch.bfloat16, torch.float16 or None, but got {autocast_dtype!r}")
+    lrs = _candidates(result, candidates, spacing, span)
+    steps = _probe_steps(run_steps, probe_fraction, probe_steps)
+    try:
+        dev = torch.device(device) if device is not None else next(iter(model.parameters())).device
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"Expected device to be a torch device such as 'cpu' or 'cuda', but got {device!r}") from exc
+    except StopIteration:
+        dev = torch.device("cpu")
+    return lrs, steps, dev
+
+
+def _candidates(
+    result: RangeTestResult, candidates: Sequence[float] | None, spacing: float, span: tuple[int, int]
+) -> list[float]:
+    if candidates is None:
+        if not (math.isfinite(result.suggestion) and result.suggestion > 0):
+            raise ConfigError(
+                f"The range test gave no usable suggestion ({result.suggestion!r}, quality {result.quality}): "
+                "run it again with more iterations, or pass candidates=[...] to verify"
+            )
+        return candidate_lrs(float(result.suggestion), spacing, span)
+    if isinstance(candidates, (str, bytes)) or not isinstance(candidates, Sequence) or not candidates:
+        raise ConfigError(f"Expected candidates to be a non-empty list of learning rates, but got {candidates!r}")
+    lrs = [checks.positive_float("each candidate", lr, hint="a learning rate") for lr in candidates]
+    if len(set(lrs)) != len(lrs):
+        raise ConfigError(f"Expected distinct candidates, but got {list(candidates)!r}: each LR is probed once")
+    return sorted(lrs)
+
+
+def _probe_steps(run_steps: int | None, probe_fraction: float, probe_steps: int | None) -> int:
+    checks.fraction("probe_fraction", probe_fraction, low_open=True, hint="each probe's share of run_steps")
+    if run_steps is not None:
+        checks.positive_int("run_steps", run_steps)
+    if probe_steps is not None:
+        return checks.positive_int("probe_steps", probe_steps, minimum=MIN_PROBE_STEPS)
+    if run_steps is None:
+        raise ConfigError(
+            "Expected run_steps (the optimizer updates of the run the LR is for) or probe_steps, but got neither: "
+            f"pass run_steps=epochs * steps_per_epoch (each probe then takes {DEFAULT_PROBE_FRACTION:.0%} of it) "
+            "or probe_steps=N"
+        )
+    return max(MIN_PROBE_STEPS, round(probe_fraction * run_steps))

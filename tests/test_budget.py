@@ -1,0 +1,130 @@
+"""Sizing a run: the time budget's arithmetic, the measured format, the dataset-aware recipe, and fit under a budget."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from superconv import fit
+from superconv.data import load_data
+from superconv.errors import ConfigError
+from superconv.models import build_model
+from superconv.train import speed
+from superconv.train.budget import MIN_UPDATES, TimeBudget, parse_seconds, plan_updates
+from superconv.train.recipes import CPU, adapt, auto_batch_size, auto_epochs, ema_decay_for
+
+
+def test_the_plan_fills_the_budget_and_never_exceeds_it() -> None:
+    for remaining in (5.0, 37.3, 100.0, 1000.0):
+        plan = plan_updates(remaining, seconds_per_update=0.05, seconds_per_epoch_eval=0.7, updates_per_epoch=40,
+                            seconds_final=0.4)  # fmt: skip
+        assert plan.seconds <= remaining
+        one_more = plan_updates(1e9, seconds_per_update=0.05, seconds_per_epoch_eval=0.7, updates_per_epoch=40)
+        assert one_more.updates > plan.updates
+        # one update more would not fit
+        extra = (plan.updates + 1) * 0.05 + -(-(plan.updates + 1) // 40) * 0.7 + 0.4
+        assert extra > remaining
+
+
+def test_the_cycle_length_follows_the_measured_step_time() -> None:
+    fast = plan_updates(60.0, seconds_per_update=0.01, seconds_per_epoch_eval=0.0, updates_per_epoch=100)
+    slow = plan_updates(60.0, seconds_per_update=0.04, seconds_per_epoch_eval=0.0, updates_per_epoch=100)
+    assert fast.updates == 6000 and slow.updates == 1500
+
+
+def test_a_budget_too_small_for_a_cycle_says_how_much_is_needed() -> None:
+    with pytest.raises(ConfigError, match=r"needs about .* give a larger --time-budget \(at least \d+ s more\)"):
+        plan_updates(1.0, seconds_per_update=0.5, seconds_per_epoch_eval=1.0, updates_per_epoch=10)
+    assert MIN_UPDATES >= 10
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("120", 120.0), ("90s", 90.0), ("2m", 120.0), ("1.5min", 90.0),
+                                               ("1h", 3600.0), (45, 45.0)])  # fmt: skip
+def test_budgets_parse_with_units(text: object, seconds: float) -> None:
+    assert parse_seconds(text) == seconds  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["soon", "-5", "0", "2 weeks", "nan", True])
+def test_bad_budgets_are_refused(bad: object) -> None:
+    with pytest.raises(ConfigError, match=r"time budget"):
+        parse_seconds(bad)  # type: ignore[arg-type]
+
+
+def test_fit_under_a_budget_ends_within_it_with_the_whole_cycle() -> None:
+    d = load_data("digits", batch_size=32, seed=0)
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=8)
+    # How close the wall time comes to the budget is measured by benchmarks/defaults.py, not asserted here.
+    r = fit(model, d.train, d.val, max_lr=0.01, time_budget=TimeBudget(20.0, time.monotonic()), test_loader=d.test,
+            verbose=False, progress=False)  # fmt: skip
+    assert "length" in r.decisions and "time budget 20 s" in r.decisions["length"]
+    # the whole schedule ran: it ends at the one-cycle's final LR, far below the peak
+    assert r.steps >= MIN_UPDATES and r.lrs[-1] < 0.01 / 1e4
+    assert r.steps == len(r.lrs)
+
+
+def test_epochs_and_a_budget_take_the_smaller() -> None:
+    d = load_data("digits", batch_size=32, seed=0)
+    r = fit(build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=8), d.train, d.val, epochs=2,
+            max_lr=0.01, time_budget=600, verbose=False, progress=False)  # fmt: skip
+    assert r.steps == 2 * len(d.train) and "2 epochs" in r.decisions["length"]
+
+
+def test_the_recipe_adapts_to_the_dataset_and_says_why() -> None:
+    digits, digits_why = adapt(CPU, train_size=1294, flip_invariant=False, device_type="cpu", given={})
+    assert digits.batch_size == 32 and digits.epochs == auto_epochs(1294 // 32)
+    assert digits.tta is False and "flip" in digits_why["tta"]
+    fmnist, _ = adapt(CPU, train_size=54000, flip_invariant=True, device_type="cpu", given={})
+    assert fmnist.batch_size == 256 and fmnist.tta is True and fmnist.epochs == 3
+    assert set(digits_why) >= {"batch_size", "epochs", "tta", "range_test_iters"}
+
+
+def test_explicit_options_beat_adapted_defaults() -> None:
+    given = {"batch_size": 128, "epochs": 7, "tta": True, "range_test_iters": 50}
+    recipe, why = adapt(replace(CPU, **given), train_size=1294, flip_invariant=False, device_type="cpu", given=given)
+    assert (recipe.batch_size, recipe.epochs, recipe.tta, recipe.range_test_iters) == (128, 7, True, 50)
+    assert why == {}
+
+
+def test_batch_and_ema_rules() -> None:
+    assert [auto_batch_size(n, "cpu") for n in (100, 1294, 2250, 54000, 10**7)] == [16, 32, 32, 256, 256]
+    assert auto_batch_size(10**7, "cuda") == 512
+    assert ema_decay_for(200) is None and ema_decay_for(1688) == 0.979
+
+
+def test_the_fastest_format_is_measured_and_cached(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SUPERCONV_CPU_FORMAT", raising=False)
+    d = load_data("digits", batch_size=32, seed=0)
+    model = build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=8)
+    opt = torch.optim.AdamW(model.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng_before = torch.get_rng_state()
+    fmt, cached = speed.fastest_cpu_format(model, opt, d.train, cache_dir=tmp_path)
+    assert not cached and fmt.seconds_per_update > 0
+    entry = next(iter(json.loads((tmp_path / "speed.json").read_text()).values()))
+    assert set(entry["seconds_per_update"]) == {"fp32", "fp32 + channels_last", "bf16", "bf16 + channels_last"}
+    again, cached = speed.fastest_cpu_format(model, opt, d.train, cache_dir=tmp_path)
+    assert cached and (again.autocast_dtype, again.channels_last) == (fmt.autocast_dtype, fmt.channels_last)
+    # measured on a copy: the model, its optimizer and the RNG are untouched
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not opt.state and torch.equal(torch.get_rng_state(), rng_before)
+
+
+def test_fit_records_the_measured_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SUPERCONV_CPU_FORMAT", raising=False)
+    d = load_data("digits", batch_size=32, seed=0)
+    r = fit(build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=8), d.train, d.val, epochs=1,
+            max_lr=0.01, verbose=False, progress=False)  # fmt: skip
+    assert "ms per update" in r.decisions["format"] and r.precision in ("fp32", "bf16")
+
+
+def test_a_bad_pinned_format_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPERCONV_CPU_FORMAT", "fp8")
+    d = load_data("digits", batch_size=32, seed=0)
+    with pytest.raises(ConfigError, match=r"SUPERCONV_CPU_FORMAT to be one of fp32, .*unset it"):
+        fit(build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=8), d.train, d.val, epochs=1,
+            max_lr=0.01, verbose=False, progress=False)  # fmt: skip
