@@ -307,7 +307,7 @@ def _call(**overrides: object) -> None:
         ({"model": "net"}, "Expected model to be a torch.nn.Module, but got str"),
         ({"optimizer": None}, "Expected optimizer to be a torch.optim.Optimizer, but got NoneType"),
         ({"result": 0.1}, "Expected result to be the RangeTestResult of LRFinder.range_test, but got float"),
-        ({"train_loader": 3}, "train_loader=int is not iterable"),
+        ({"train_loader": 3}, "`train_loader` has unsupported type: int"),
         ({"val_loader": []}, "val_loader is empty"),
         ({"criterion": 3}, "Expected criterion to be callable, but got 3"),
         ({"metric": "f1"}, "Unknown metric 'f1': expected one of loss, accuracy"),
