@@ -117,7 +117,8 @@ def test_early_stopping_counts_epochs_without_improvement() -> None:
 def test_early_stopping_in_fit() -> None:
     d = _data()
     # an LR so small nothing changes: validation accuracy cannot improve after the first epoch
-    r = fit(_model(), d.train, d.val, epochs=10, max_lr=1e-12, patience=2, verbose=False, precision="fp32")
+    r = fit(_model(), d.train, d.val, epochs=10, max_lr=1e-12, patience=2, verbose=False, precision="fp32",
+            schedule="constant")  # fmt: skip
     assert r.stopped_early and r.epochs == 3 and "early stopping" in r.message
 
 

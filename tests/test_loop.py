@@ -146,3 +146,37 @@ def test_patience_without_validation_is_refused() -> None:
     d = _data()
     with pytest.raises(ConfigError, match=r"patience=3 needs a val_loader: early stopping watches the validation"):
         fit(_model(), d.train, None, epochs=2, max_lr=0.01, patience=3, verbose=False)
+
+
+def test_a_stalled_one_cycle_run_finishes_its_cycle_instead_of_stopping_at_a_high_lr(tmp_path: Path) -> None:
+    d = _data()
+    # so small an LR that validation cannot improve after the first epoch: patience runs out early in the warm-up
+    kwargs = dict(epochs=20, max_lr=1e-12, patience=2, verbose=False, precision="fp32", progress=False)
+    r = fit(_model(), d.train, d.val, **kwargs)
+    per_epoch = len(d.train)
+    assert r.stopped_early and "finished early" in r.message
+    assert 3 * per_epoch < r.steps < 20 * per_epoch
+    # the run ends at the annihilation LR the planned cycle would have ended at, not at the LR of the stall
+    stall = r.lrs[3 * per_epoch - 1]
+    assert stall > 1e-12 / 25 and r.lrs[-1] == pytest.approx(1e-12 / 25 / 1e4, rel=1e-6)
+    assert r.lrs[-1] == min(r.lrs)
+
+
+def test_a_run_resumed_while_finishing_its_cycle_ends_bit_identical(tmp_path: Path) -> None:
+    d = _data()
+    kwargs = dict(epochs=20, max_lr=1e-12, patience=2, verbose=False, precision="fp32", progress=False)
+    model = _model()
+    full = fit(model, d.train, d.val, **kwargs)
+
+    class InterruptAt(Callback):
+        def on_batch_end(self, state: FitState) -> None:
+            if state.step == full.steps - 10:  # inside the compressed anneal
+                os.kill(os.getpid(), signal.SIGINT)
+
+    first = fit(_model(), d.train, d.val, out_dir=tmp_path, callbacks=[InterruptAt()], **kwargs)
+    assert first.interrupted
+    resumed_model = _model(seed=3)
+    resumed = fit(resumed_model, d.train, d.val, out_dir=tmp_path, resume=True, **kwargs)
+    assert resumed.steps == full.steps
+    for (name, a), b in zip(model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name

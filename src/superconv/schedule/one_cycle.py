@@ -71,6 +71,35 @@ def anneal(start: float, end: float, pct: float, strategy: str) -> float:
 
 
 @dataclass(frozen=True)
+class EarlyFinish:
+    """The rest of a cycle compressed into ``steps`` updates from ``at_step``.
+
+    From the LR and momentum the schedule has at ``at_step``, the LR anneals (cosine) to the schedule's final LR
+    while the momentum rises back to its maximum, as in the cycle's own anneal; then both hold. Training that has
+    stopped improving thus still ends at the annihilation LR instead of being cut off mid-cycle.
+
+    Example:
+        >>> s = OneCycleSchedule(max_lr=1.0, total_steps=100)
+        >>> f = EarlyFinish(at_step=40, steps=10)
+        >>> f.lr(s, 40) == s.lr(40), f.lr(s, 50) == s.final_lr, f.lr(s, 70) == s.final_lr
+        (True, True, True)
+    """
+
+    at_step: int
+    steps: int
+
+    def pct(self, step: int | float) -> float:
+        return min(1.0, max(0.0, (step - self.at_step) / self.steps))
+
+    def lr(self, schedule: OneCycleSchedule, step: int | float) -> float:
+        return anneal(schedule.lr(self.at_step), schedule.final_lr, self.pct(step), "cos")
+
+    def momentum(self, schedule: OneCycleSchedule, step: int | float) -> float | None:
+        start = schedule.momentum(self.at_step)
+        return None if start is None else anneal(start, schedule.max_momentum, self.pct(step), "cos")
+
+
+@dataclass(frozen=True)
 class Phase:
     """One segment of the schedule: values move from ``start`` to ``end`` as the step reaches ``end_step``.
 

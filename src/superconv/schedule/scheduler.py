@@ -15,9 +15,11 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from superconv import checks
 from superconv.errors import ConfigError
 from superconv.schedule.one_cycle import (
     AnnealStrategy,
+    EarlyFinish,
     OneCycleSchedule,
     bounds_kwargs,
     preset_kwargs,
@@ -46,6 +48,7 @@ _STATE_KEYS = (
     "_updates_seen",
     "_warned_past_end",
     "base_lrs",
+    "early_finish",
 )
 
 
@@ -166,6 +169,7 @@ class OneCycleLR(LRScheduler):
         self.count_updates = bool(count_updates)
         self._updates_seen = 0
         self._warned_past_end = False
+        self.early_finish: list[int] | None = None  # [at_step, steps]: see finish_early
         # Validates every argument (ConfigError names the argument and the value).
         self.schedules = self._build_schedules()
 
@@ -295,12 +299,30 @@ class OneCycleLR(LRScheduler):
                     UserWarning,
                     stacklevel=3,
                 )
+        if self.early_finish is not None and step >= self.early_finish[0]:
+            finish = EarlyFinish(*self.early_finish)
+            if self.cycle_momentum:
+                for group, sched in zip(groups, self.schedules):
+                    self._set_momentum(group, finish.momentum(sched, step))  # type: ignore[arg-type]
+            return [finish.lr(sched, step) for sched in self.schedules]
         # Every group shares the run's length and fractions: locate the phase once.
         phase, pct = self.schedules[0].locate(step)
         if self.cycle_momentum:
             for group, sched in zip(groups, self.schedules):
                 self._set_momentum(group, sched.momentum_at(phase, pct))
         return [sched.lr_at(phase, pct) for sched in self.schedules]
+
+    def finish_early(self, steps: int) -> int:
+        """Compress the rest of the cycle into ``steps`` updates from now (:class:`EarlyFinish`).
+
+        The anneal and the annihilation tail then end ``steps`` updates from now instead of at ``total_steps``.
+        Returns the update count at which the schedule now ends. Used by early stopping when validation stalls.
+        """
+        checks.positive_int("steps", steps)
+        at = self.last_epoch
+        if self.early_finish is None:
+            self.early_finish = [at, steps]
+        return self.early_finish[0] + self.early_finish[1]
 
     # --- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -61,7 +61,9 @@ def prepare(
     max_lr, shape, range_result, range_seconds = choose_max_lr(setup, train_loader, options, saved_max_lr)
     batches = len(train_loader)
     epochs, total = run_length(setup, model, train_loader, val_loader, options, saved)
-    scheduler = build_scheduler(options.schedule, setup.optimizer, max_lr, total, **shape)
+    # A resumed run's schedule has the length it was built with (early stopping may have shortened the run since).
+    schedule_steps = int(saved["scheduler"].get("total_steps", total)) if saved is not None else total
+    scheduler = build_scheduler(options.schedule, setup.optimizer, max_lr, schedule_steps, **shape)
     result = FitResult(
         history=[], max_lr=max_lr, epochs=0, steps=0, device=str(setup.device),
         precision=PRECISION_NAMES[setup.autocast_dtype], train_seconds=0.0, range_test_seconds=range_seconds,
