@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import time
 import warnings
@@ -45,10 +47,18 @@ def process_started() -> float:
     return now - age if 0 <= age < 60 else now
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning bad input into one line and exit status 2."""
     started = process_started()
     warnings.showwarning = _show_warning
+    # SIGTERM outside the training loop (start-up, data, range test) ends the run as Ctrl-C does: cleanly, with
+    # everything restored and status 130; inside the loop, fit saves a checkpoint first.
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="superconv", standalone_mode=False, obj={"started": started})
     except click.exceptions.Abort:

@@ -16,7 +16,7 @@ from superconv.errors import CheckpointError, ConfigError
 
 #: What superconv writes in a run directory (train, find-lr and compare).
 RUN_FILES = (
-    "config.json", "metrics.json", "epochs.csv", "best.pt", "last.pt", "curves.png", "schedule.png",
+    "config.json", "metrics.json", "epochs.csv", "best.pt", "last.pt", "last.prev.pt", "curves.png", "schedule.png",
     "lr_finder.png", "lr_finder.json", "lr_finder.csv", "compare.json", "compare.md", "compare.png",
 )  # fmt: skip
 
@@ -68,6 +68,11 @@ def read_saved_run(run_dir: Path) -> SavedRun:
         CheckpointError: ``run_dir`` is not a folder holding a run started by ``superconv train``.
     """
     config_path, last = run_dir / "config.json", run_dir / "last.pt"
+    if run_dir.is_dir() and not config_path.exists() and not any(run_dir.iterdir()):
+        raise CheckpointError(
+            f"Cannot resume: {run_dir} is empty (the run was stopped before it saved anything); start it again "
+            f"with `superconv train --out {run_dir} ...`"
+        )
     if not run_dir.is_dir():
         raise CheckpointError(f"Cannot resume: {run_dir} is not a folder; pass the --out folder of a train run")
     if not config_path.exists():
@@ -86,7 +91,8 @@ def read_saved_run(run_dir: Path) -> SavedRun:
         if options.get(key):
             options[key] = Path(options[key])
     finished, summary = _finished(run_dir, last)
-    return SavedRun(options, last.exists(), finished, summary, dict(config.get("decisions") or {}))
+    has_checkpoint = last.exists() or (run_dir / "last.prev.pt").exists()
+    return SavedRun(options, has_checkpoint, finished, summary, dict(config.get("decisions") or {}))
 
 
 def _finished(run_dir: Path, last: Path) -> tuple[bool, str]:

@@ -107,6 +107,7 @@ def train(**opts: Any) -> None:
             click.echo(f"superconv train: {resume_dir} holds no checkpoint yet; starting it again with its options")
     else:
         opts["out"] = claim_run_dir(opts["out"] or default_out("train"), overwrite=opts["overwrite"])
+        write_json(opts["out"] / "config.json", {"options": plain(opts)})  # resumable from here on
         resumable = False
     if opts["no_ema"] and opts["ema"] is not None:
         raise click.UsageError("--ema and --no-ema contradict each other: give one of them")

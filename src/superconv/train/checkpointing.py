@@ -10,6 +10,8 @@ the history, the RNG streams and the training seconds so far.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,13 +37,30 @@ def unwrapped(model: nn.Module) -> nn.Module:
 
 
 def load_last(out: Path) -> dict[str, Any]:
-    """The run saved in ``out/last.pt``, checked to be a superconv training checkpoint."""
-    path = out / "last.pt"
-    if not path.exists():
+    """The run saved in ``out/last.pt``, checked to be a superconv training checkpoint.
+
+    If ``last.pt`` is missing or unreadable (a disk fault, a file truncated by hand) and the checkpoint before it,
+    ``last.prev.pt``, is good, that one is used, with a warning: the run then repeats the epoch in between.
+    """
+    path, previous = out / "last.pt", out / "last.prev.pt"
+    if not path.exists() and not previous.exists():
         raise CheckpointError(
             f"Cannot resume: {path} does not exist. Resume from a run directory written by "
             "`superconv train --out DIR` (it holds last.pt)"
         )
+    try:
+        return _training_checkpoint(path)
+    except CheckpointError as problem:
+        if not previous.exists():
+            raise
+        ckpt = _training_checkpoint(previous)
+        warnings.warn(f"{problem}; resuming from {previous.name}, the checkpoint before it", UserWarning, stacklevel=2)
+        return ckpt
+
+
+def _training_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist")
     ckpt = load_checkpoint(path)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -156,6 +175,8 @@ class Checkpointer(Callback):
             "train_seconds": state.clock(),
             "range_test_seconds": state.result.range_test_seconds if state.result is not None else 0.0,
         }
+        if self.path.exists():  # keep the previous checkpoint until the new one is complete
+            os.replace(self.path, self.path.with_name("last.prev.pt"))
         save_checkpoint(self.path, payload)
 
     def restore(self, state: FitState, ckpt: dict[str, Any]) -> None:
