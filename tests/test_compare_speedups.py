@@ -93,6 +93,13 @@ class TestRows:
         assert final["updates"]["interval"] == pytest.approx([(1.6 + 1.2) / 2, (20 / 6 + 10) / 2])
         assert rows[1]["final_accuracy_range"] == [0.9, 0.95]
 
+    def test_no_ratio_for_a_target_reached_before_training(self) -> None:
+        # one-cycle's final accuracy is at or below the baseline's initial accuracy: both reach it at update 0
+        low = _run("one-cycle", "one-cycle", _curve([0, 5, 10], [0.2, 0.15, 0.1]), rt_updates=10)
+        row = speedups.rows([low, BASELINE], ["constant"])[1]["one_cycle_final"]
+        assert row["other_updates"] == [0, 0]
+        assert all(row[name] is None for name in speedups.RATIOS)
+
     def test_a_missing_seed_leaves_the_mean_out(self) -> None:
         assert speedups.mean([1.0, None]) is None and speedups.mean([1.0, 3.0]) == 2.0
         assert speedups.mean_interval([[1, 2], None]) is None
@@ -108,7 +115,9 @@ def test_markdown_reports_both_accuracies_and_both_costs() -> None:
     assert "| one-cycle needs x fewer updates | incl. range test | x fewer seconds | incl. range test |" in md
     # one-cycle's final (90%): one-cycle at update 6-10, the baseline at 16-20; 2.00 [1.60, 3.33], with the range
     # test's 10 updates 1.00 [0.80, 1.25]
-    assert "| constant | tuned | one-cycle's final | 90.00% | 6–10 | 16–20 | 2.00 [1.60, 3.33] | 1.00 [0.80, 1.25] |" in md
+    assert (
+        "| constant | tuned | one-cycle's final | 90.00% | 6–10 | 16–20 | 2.00 [1.60, 3.33] | 1.00 [0.80, 1.25] |" in md
+    )
     assert "| constant | tuned | its peak | 95.00% | not reached | 16–20 | - | - | - | - |" in md
     assert "range test's cost (10 updates, 2.0 s)" in md and "evaluated every 5 updates" in md
     data = report.to_dict()
@@ -117,7 +126,9 @@ def test_markdown_reports_both_accuracies_and_both_costs() -> None:
 
 def test_range_test_cost_in_training_updates() -> None:
     def result(lrs: int, accumulation: int, skipped: int = 0, stop: str = "completed") -> SimpleNamespace:
-        sweep = SimpleNamespace(lrs=[0.1] * lrs, skipped_steps=skipped, accumulation_steps=accumulation, stop_reason=stop)
+        sweep = SimpleNamespace(
+            lrs=[0.1] * lrs, skipped_steps=skipped, accumulation_steps=accumulation, stop_reason=stop
+        )
         return SimpleNamespace(range_test=sweep)
 
     assert range_test_updates(SimpleNamespace(range_test=None), 1) == 0  # type: ignore[arg-type]

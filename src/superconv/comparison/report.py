@@ -142,7 +142,7 @@ def explanation(rows: list[dict[str, Any]], eval_every: int) -> str:
         "first crossed somewhere between two evaluations: update counts read low–high, and each ratio reads "
         "value [low, high], the range its evaluation grid allows. **incl. range test** adds the LR range test's "
         f"cost{cost} to one-cycle's side. `not reached`: that run never got to the target within its budget; "
-        "`-`: no ratio."
+        "`-`: no ratio (a run did not reach the target, or reached it before training)."
     )
 
 

@@ -73,7 +73,11 @@ def to_target(pairs: list[tuple[Run, Run]], target_of: Callable[[Run, Run], floa
     crossings = [(other.curve.crossing(t), one.curve.crossing(t)) for (other, one), t in zip(pairs, targets)]
     per_seed: dict[str, list[tuple[float, float, float] | None]] = {name: [] for name in RATIOS}
     for (_, one), (b, o) in zip(pairs, crossings):
-        ratios = seed_ratios(b, o, one) if b is not None and o is not None else dict.fromkeys(RATIOS)
+        # A target reached before any training (at the initial weights) says nothing about speed: no ratio.
+        if b is not None and o is not None and b.updates[1] > 0 and o.updates[1] > 0:
+            ratios = seed_ratios(b, o, one)
+        else:
+            ratios = dict.fromkeys(RATIOS)
         for name in RATIOS:
             per_seed[name].append(ratios[name])
     out: dict[str, Any] = {
