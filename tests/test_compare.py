@@ -124,19 +124,15 @@ def test_outputs(report, tmp_path: Path) -> None:
     assert report.plot(tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def _untuned_two_epochs(d, **kwargs):
+    """One-cycle (2 epochs) against constant at the usual default LR (2 epochs)."""
+    return compare(_make_model, d.train, d.val, d.test, epochs=2, budget_factor=1, schedules=["constant"], tune=False,
+                   **{"fit_kwargs": FIT, **kwargs})  # fmt: skip
+
+
 def test_untuned_comparison_says_so_loudly_and_the_default_grid_is_fine() -> None:
     d = load_data("digits", batch_size=16, seed=0, subset=800)
-    rep = compare(
-        _make_model,
-        d.train,
-        d.val,
-        d.test,
-        epochs=2,
-        budget_factor=1,
-        schedules=["constant"],
-        tune=False,
-        fit_kwargs=FIT,
-    )
+    rep = _untuned_two_epochs(d)
     assert "WARNING: baselines were NOT tuned" in rep.markdown()
     assert rep.warnings
     # The default grid: one-cycle gets at least MIN_EVALUATIONS test evaluations besides the initial one.
@@ -175,15 +171,8 @@ class _Capture(Callback):
 def test_final_accuracy_is_the_final_weights_and_the_best_checkpoint_is_reported_apart() -> None:
     d = load_data("digits", batch_size=16, seed=0, subset=1000)
     capture = _Capture()
-    rep = compare(
-        _make_model,
-        d.train,
-        d.val,
-        d.test,
-        epochs=2,
-        budget_factor=1,
-        schedules=["constant"],
-        tune=False,
+    rep = _untuned_two_epochs(
+        d,
         eval_every=len(d.train),  # the last evaluation of the loop falls on the last update, before the sabotage
         # a range test that ends at a moderate LR: one-cycle's first epoch must learn something
         fit_kwargs={**FIT, "range_test_kwargs": {"num_iter": 20, "end_lr": 0.03}, "callbacks": [_Sabotage(), capture]},
@@ -204,6 +193,26 @@ def test_final_accuracy_is_the_final_weights_and_the_best_checkpoint_is_reported
     row = next(r for r in rep.rows if r["schedule"] == "constant")
     assert row["best_checkpoint_accuracy"] == trained[1].best_checkpoint_accuracy
     assert row["final_accuracy"] == trained[1].final_accuracy
+
+
+class _Interrupt(Callback):
+    """What fit's signal handler does on Ctrl-C or SIGTERM: the run stops cleanly at an update, marked interrupted."""
+
+    def on_batch_end(self, state) -> None:
+        if state.step == 2 and state.updated:
+            state.result.interrupted = True
+            state.stop("interrupted", "interrupted")
+
+
+def test_an_interrupted_run_stops_the_comparison() -> None:
+    d = load_data("digits", batch_size=64, seed=0, subset=400)
+    runs: list[str] = []
+    with pytest.raises(KeyboardInterrupt, match=r"the one-cycle run \(seed 0\) was interrupted"):
+        compare(
+            _make_model, d.train, d.val, d.test, epochs=1, budget_factor=1, schedules=["constant"], tune=False,
+            fit_kwargs={**FIT, "callbacks": [_Interrupt()]}, progress=runs.append,
+        )  # fmt: skip
+    assert runs == []  # no run after it, not even the interrupted one reported as finished
 
 
 @pytest.mark.parametrize(

@@ -70,14 +70,19 @@ class CompareReport:
         plt = pyplot()
         fig, (ax_acc, ax_lr) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
         seed = self.seeds[0]
-        for i, run in enumerate(r for r in self.runs if r.seed == seed and r.role in ("one-cycle", "tuned", "default")):
+        shown = [r for r in self.runs if r.seed == seed and r.role in ("one-cycle", "tuned", "default")]
+        for i, run in enumerate(shown):
             label = f"{run.schedule} ({run.role}, lr {run.lr:.2g})"
             style = "-" if run.role in ("one-cycle", "tuned") else ":"
             ax_acc.plot(run.curve.steps, run.curve.accuracy, style, color=f"C{i}", label=label, marker=".")
             ax_lr.plot(range(len(run.lrs)), run.lrs, style, color=f"C{i}")
+            if run.range_test_updates:  # the same curve, paying for the range test first
+                shifted = [step + run.range_test_updates for step in run.curve.steps]
+                label = f"{run.schedule}, after the range test's {run.range_test_updates} updates"
+                ax_acc.plot(shifted, run.curve.accuracy, "--", color=f"C{i}", alpha=0.5, label=label)
         ax_acc.set_ylabel("test accuracy")
-        lo = min((min(r.curve.accuracy) for r in self.runs if r.curve.accuracy), default=0.0)
-        ax_acc.set_ylim(max(lo, 0.5 * (1 + lo) - 0.3), None)
+        # Zoom on where the runs end (every final accuracy in view), not on the initial weights' chance level.
+        ax_acc.set_ylim(max(0.0, min((r.final_accuracy for r in shown), default=0.0) - 0.1), None)
         ax_acc.grid(True, alpha=0.3)
         ax_acc.legend(fontsize=8)
         ax_acc.set_title("One-cycle vs conventional schedules")

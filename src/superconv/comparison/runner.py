@@ -268,6 +268,9 @@ class RunTrainer:
             model, self.train_loader, self.val_loader, epochs=epochs, max_lr=lr, schedule=schedule,
             callbacks=callbacks, test_loader=test_loader, **kwargs,
         )  # fmt: skip
+        if result.interrupted:
+            # fit turns Ctrl-C / SIGTERM into a clean stop of that run; the comparison must stop too, not go on.
+            raise KeyboardInterrupt(f"compare: the {schedule} run (seed {seed}) was interrupted; no report written")
         curve = recorder.curve
         has_checkpoint = result.best_epoch is not None
         run = Run(
