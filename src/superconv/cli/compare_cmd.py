@@ -38,7 +38,7 @@ from superconv.cli.options import data_model_options, plain, prepare
     "--eval-every",
     type=click.IntRange(min=1),
     default=None,
-    help="Optimizer updates between test evaluations (default: 4 per epoch).",
+    help="Optimizer updates between test evaluations (default: enough for one-cycle to get 20).",
 )
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/compare"), show_default=True
@@ -46,7 +46,7 @@ from superconv.cli.options import data_model_options, plain, prepare
 def compare(**opts: Any) -> None:
     """Show super-convergence on your data: one-cycle vs tuned constant, step-decay and cosine baselines."""
     from superconv.comparison.runner import compare as run_compare
-    from superconv.files import write_json
+    from superconv.files import write_json, write_text
     from superconv.models import build_model
 
     schedules = [s.strip() for s in opts["schedules"].split(",") if s.strip()]
@@ -95,7 +95,7 @@ def compare(**opts: Any) -> None:
     out: Path = opts["out"]
     out.mkdir(parents=True, exist_ok=True)
     table = report.markdown()
-    (out / "compare.md").write_text(table + "\n")
+    write_text(out / "compare.md", table + "\n")
     write_json(out / "compare.json", {"options": plain(opts), **report.to_dict()})
     report.plot(out / "compare.png")
     click.echo("\n" + table)

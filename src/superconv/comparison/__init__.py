@@ -1,2 +1,2 @@
-"""The super-convergence experiment on your own data: one-cycle against tuned constant, step and cosine baselines
-with longer budgets (``runner``), and the report it prints, writes and plots."""
+"""The super-convergence experiment on your own data: one-cycle against tuned baselines with longer budgets
+(``runner``: which runs; ``runs``: one run and its test curve; ``speedups``: the figures; ``report``: the tables)."""
