@@ -56,14 +56,12 @@ def weights_digest(run_dir: Path) -> str:
 
 def run_to_end(run_dir: Path, env: dict[str, str], timeout: float) -> int:
     """`superconv train` into ``run_dir`` until it has finished; returns how many processes that took."""
-    processes = 0
-    for _ in range(10):
+    for processes in range(1, 11):
         saved = (run_dir / "config.json").exists()
         args = ["train", "--resume", str(run_dir)] if saved else ["train", *TRAIN_ARGS, "--out", str(run_dir)]
         if not saved and run_dir.exists():
             args.append("--overwrite")  # killed before config.json: nothing of the run is there to keep
         done = subprocess.run(superconv(*args), env=env, capture_output=True, text=True, timeout=timeout)
-        processes += 1
         if done.returncode != 0:
             raise RuntimeError(f"superconv {' '.join(args)} failed ({done.returncode}): {done.stderr[-800:]}")
         if "has finished" in done.stdout or "test accuracy" in done.stdout:
@@ -93,10 +91,10 @@ def kill_and_resume(name: str, run_dir: Path, delay: float, reference: str, env:
     if proc.poll() is None:
         proc.send_signal(SIGNALS[name])
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
+        _, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        stdout, stderr = proc.communicate()
+        _, stderr = proc.communicate()
     code = proc.returncode
     # SIGTERM/SIGINT: a clean save and exit 130 (or 0 if the run had finished, or 2/130 before anything started).
     clean = name == "SIGKILL" or code in (0, 130) or (code != 0 and not (run_dir / "config.json").exists())
@@ -180,7 +178,8 @@ def main() -> None:
     for name, c in report.counts().items():
         lines.append(f"| {name} | {c['trials']} | {c['identical']} | {c['clean_exit']} |")
     phases = sorted({t.phase for t in report.trials})
-    text = "\n".join(lines) + f"\n\nReference run {report.reference_seconds} s; signals landed in: {', '.join(phases)}.\n"
+    landed = ", ".join(phases)
+    text = "\n".join(lines) + f"\n\nReference run {report.reference_seconds} s; signals landed in: {landed}.\n"
     args.out.with_suffix(".md").write_text(text)
     print(text)
     failed = [t for t in report.trials if not (t.identical and t.clean_exit)]

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import crash_resume  # noqa: E402
+import crash_resume
 
 
 @pytest.mark.slow

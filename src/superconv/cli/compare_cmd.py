@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
 from superconv.cli.group import CONTEXT, cli
-from superconv.cli.options import data_model_options, plain, prepare
+from superconv.cli.options import build, data_model_options, plain, prepare
+from superconv.cli.rundir import claim_run_dir, default_out
 
 
 @cli.command(context_settings=CONTEXT)
@@ -41,29 +43,23 @@ from superconv.cli.options import data_model_options, plain, prepare
     help="Optimizer updates between test evaluations (default: enough for one-cycle to get 20).",
 )
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/compare"), show_default=True
+    "--out", type=click.Path(path_type=Path), default=None, help="Output folder (default runs/compare-<time>)."
 )
+@click.option("--overwrite", is_flag=True, help="Replace the earlier results in --out.")
 def compare(**opts: Any) -> None:
     """Show super-convergence on your data: one-cycle vs tuned constant, step-decay and cosine baselines."""
     from superconv.comparison.runner import compare as run_compare
     from superconv.files import write_json, write_text
-    from superconv.models import build_model
+    from superconv.train.recipes import auto_epochs
 
     schedules = [s.strip() for s in opts["schedules"].split(",") if s.strip()]
+    out = claim_run_dir(opts["out"] or default_out("compare"), overwrite=opts["overwrite"], resume_hint=False)
     recipe, data, _, device = prepare(opts, epochs=opts["epochs"])
+    if recipe.epochs is None:  # one-cycle's budget adapted to the data, as superconv train does
+        recipe = replace(recipe, epochs=auto_epochs(len(data.train)))
 
     def make_model(seed: int) -> Any:
-        import torch
-
-        torch.manual_seed(seed)
-        return build_model(
-            recipe.model,
-            num_classes=data.num_classes,
-            in_channels=data.in_channels,
-            image_size=data.image_size,
-            width=recipe.width,
-            pretrained=opts["pretrained"],
-        )
+        return build(opts, recipe, data, seed=seed)
 
     click.echo(
         f"superconv compare: {data.name} ({data.train_size} training images), {recipe.model} width "
@@ -92,8 +88,6 @@ def compare(**opts: Any) -> None:
         },
         progress=click.echo,
     )
-    out: Path = opts["out"]
-    out.mkdir(parents=True, exist_ok=True)
     table = report.markdown()
     write_text(out / "compare.md", table + "\n")
     write_json(out / "compare.json", {"options": plain(opts), **report.to_dict()})

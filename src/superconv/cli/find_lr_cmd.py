@@ -9,6 +9,7 @@ import click
 
 from superconv.cli.group import CONTEXT, cli
 from superconv.cli.options import FiniteFloat, data_model_options, prepare
+from superconv.cli.rundir import claim_run_dir, default_out
 
 
 @cli.command("find-lr", context_settings=CONTEXT)
@@ -24,8 +25,9 @@ from superconv.cli.options import FiniteFloat, data_model_options, prepare
     help="Validation-loss mode: this many validation batches per step.",
 )
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/find-lr"), show_default=True
+    "--out", type=click.Path(path_type=Path), default=None, help="Output folder (default runs/find-lr-<time>)."
 )
+@click.option("--overwrite", is_flag=True, help="Replace the earlier results in --out.")
 @click.option("--progress/--no-progress", default=None)
 def find_lr_command(**opts: Any) -> None:
     """Run the LR range test on a built-in dataset and model: suggestion table, plot and JSON."""
@@ -35,13 +37,12 @@ def find_lr_command(**opts: Any) -> None:
     from superconv.finder.lr_finder import find_lr
     from superconv.train.optim import make_optimizer
 
+    out = claim_run_dir(opts["out"] or default_out("find-lr"), overwrite=opts["overwrite"], resume_hint=False)
     recipe, data, model, device = prepare(opts)
     model.to(device)
     opt = make_optimizer(
         model, recipe.optimizer, lr=1e-3, weight_decay=recipe.weight_decay, momentum=0.9, device=device
     )
-    out: Path = opts["out"]
-    out.mkdir(parents=True, exist_ok=True)
     autocast_dtype = resolve_precision(opts["precision"], device)
     result = find_lr(
         model,
