@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -45,6 +46,19 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
         finally:
             os.close(dir_fd)
     return target
+
+
+def load_plain(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: plain data only, pickled code is refused without running it.
+
+    torch's own warnings about the file (an old pickle protocol, say) are silenced: the callers turn any problem
+    into one message of their own.
+    """
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

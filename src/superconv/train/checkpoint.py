@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from superconv.errors import CheckpointError
-from superconv.files import atomic_write
+from superconv.files import atomic_write, load_plain
 
 __all__ = ["load_checkpoint", "save_checkpoint", "state_on_cpu"]
 
@@ -117,7 +117,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not source.is_file():
         raise CheckpointError(f"Expected {source} to be a checkpoint file, but it is a directory or special file")
     try:
-        payload = torch.load(source, map_location=map_location, weights_only=True)
+        payload = load_plain(source, map_location=map_location)
     except pickle.UnpicklingError as exc:
         # torch reports both a refused class and plain garbage as "Weights only load failed";
         # only the former names the global it refused.
