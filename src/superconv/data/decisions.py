@@ -19,6 +19,7 @@ ImageNet weights), whatever their own size: the features were learnt at that sca
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from collections.abc import Sequence
@@ -78,19 +79,17 @@ def infer_image_size(
         return pretrained_size, f"{pretrained_size} px, the size the pretrained weights were trained at ({seen})"
     if typical is None:
         return MIN_IMAGE_SIZE, f"{MIN_IMAGE_SIZE} px ({seen})"
-    rounded = max(SIZE_STEP, SIZE_STEP * round(typical / SIZE_STEP))
+    rounded = max(SIZE_STEP, SIZE_STEP * math.floor(typical / SIZE_STEP + 0.5))
     cap = _scratch_cap(device_type)
     size = min(max(rounded, MIN_IMAGE_SIZE), cap)
-    if size == rounded:
-        why = f"{size} px: {seen}"
-    elif size == cap:
+    why = f"{size} px: {seen}"
+    if rounded > cap:
         device = "a CPU" if device_type == "cpu" else "a GPU"
-        why = (
-            f"{size} px: {seen}, capped at {cap} px for a model trained from scratch on {device} "
-            "(cost grows with the pixels)"
-        )
-    else:
-        why = f"{size} px: {seen}, raised to {MIN_IMAGE_SIZE} px, the smallest size every model takes"
+        why += f", capped at {cap} px for a model trained from scratch on {device} (cost grows with the pixels)"
+    elif rounded < MIN_IMAGE_SIZE:
+        why += f", raised to {MIN_IMAGE_SIZE} px, the smallest size every model takes"
+    elif size != typical:
+        why += f", rounded to a multiple of {SIZE_STEP}"
     return size, f"{why}; pass image_size (--image-size) to choose"
 
 
