@@ -69,7 +69,7 @@ def test_split_folders_and_seeded_order(split_folder: Path) -> None:
     assert bundle.train_size == 24 and bundle.classes == ["a", "b", "c"]
     assert bundle.val is not None and bundle.val.dataset_size == 6
     assert bundle.test is not None and bundle.test.dataset_size == 9
-    assert bundle.decisions["splits"] == "train 24, val 6, test 9 images (the train/ val/ test/ folders)"
+    assert bundle.decisions["splits"] == "train 24, val 6, test 9 images (the train/, val/, test/ folders)"
     bundle.train.set_epoch(1)
     first = _batches(bundle.train)
     bundle.train.set_epoch(1)

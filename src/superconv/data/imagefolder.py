@@ -222,7 +222,9 @@ def _carve(root: Path, has_splits: bool, found: dict[str, Files], opts: FolderOp
     parts.update({name: files for name, files in (("val", val), ("test", test)) if files is not None and len(files)})
     counts = ", ".join(f"{name} {len(files)}" for name, files in parts.items())
     if has_splits:
-        how = "the train/ val/ test/ folders" + (", validation carved (seeded) from train/" if carved_val else "")
+        folders = ", ".join(f"{name}/" for name in found)
+        how = f"the {folders} folder{'s' if len(found) > 1 else ''}"
+        how += ", validation carved (seeded) from train/" if carved_val else ""
     else:
         how = f"no split folders: {TEST_FRACTION:.0%} (seeded) held out for test, then the validation fraction"
     return parts, f"{counts} images ({how})"
