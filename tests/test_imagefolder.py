@@ -205,12 +205,21 @@ def test_a_file_that_fails_to_decode_is_reported_when_cached(tmp_path: Path) -> 
     assert bundle.train_size + (bundle.test.dataset_size if bundle.test else 0) == 11
 
 
-def test_a_file_that_fails_to_decode_while_streaming_names_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_file_that_fails_to_decode_while_streaming_names_the_file(tmp_path: Path, num_workers: int) -> None:
     _write_images(tmp_path, {"a": 4, "b": 4}, suffix="jpg")
     _truncate(tmp_path / "b" / "1.jpg")
-    dataset = ImageFiles([str(tmp_path / "b" / "1.jpg")], [1], 8)
-    with pytest.raises(DataError, match=r"Cannot read the image .*b/1\.jpg \(OSError: .*\); delete or replace"):
-        dataset[0]
+    paths = sorted(str(p) for p in tmp_path.glob("*/*.jpg"))
+    dataset = ImageFiles(paths, [int("/b/" in p) for p in paths], 8)
+    common: dict[str, Any] = {"batch_size": 8, "mean": (0.5,) * 3, "std": (0.25,) * 3, "num_workers": num_workers}
+    loader = StreamLoader(dataset, **common)
+    # One clean message from the main process, not a worker's traceback:
+    with pytest.raises(DataError, match=r"^Cannot read the image .*b/1\.jpg \(OSError: .*\); delete or replace"):
+        _batches(loader)
+    skipping = StreamLoader(dataset, skip_bad_images=True, **common)
+    ((x, y),) = _batches(skipping)
+    assert x.shape == (7, 3, 8, 8) and y.tolist() == [0, 0, 0, 0, 1, 1, 1]
+    assert len(skipping.skipped) == 1 and "b/1.jpg" in skipping.skipped[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@
    :class:`~superconv.data.loaders.TensorLoader` when they fit the cache budget; else streams the files through
    a :class:`~superconv.data.loaders.StreamLoader`. Both give the same batches for the same seed.
 
+Every file's header is read; a file whose header reads but whose pixels do not (a truncated download) is found
+when it is decoded: at load time when the images are cached, else when its batch is streamed.
+
 Hidden files and folders (names starting with ``.``, e.g. ``.ipynb_checkpoints`` or macOS ``._photo.jpg``) are
 not images of the data set and are ignored.
 """
@@ -347,6 +350,7 @@ def _stream_loaders(
             flip=bool(opts.flip),
             seed=opts.seed,
             num_workers=workers,
+            skip_bad_images=opts.skip_bad_images,
         )
     return loaders, bad
 

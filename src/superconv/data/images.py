@@ -145,10 +145,13 @@ def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]
 
 
 class ImageFiles(Dataset[Any]):
-    """Image files and their labels as ``(uint8 (3, size, size) tensor, label)``, decoded on access.
+    """Image files and their labels as ``(uint8 (3, size, size) tensor, label, problem)``, decoded on access.
 
     What a :class:`~superconv.data.loaders.StreamLoader`'s workers decode; plain data, so it pickles for any
-    multiprocessing start method.
+    multiprocessing start method. ``problem`` is ``""``, or, for a file that cannot be decoded, the
+    :class:`~superconv.errors.DataError` message naming it (the image is then black): the loader decides, in the
+    main process, whether that stops the run or the image is skipped - an exception raised in a worker would
+    reach the user wrapped in a worker traceback.
     """
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int], size: int) -> None:
@@ -161,6 +164,9 @@ class ImageFiles(Dataset[Any]):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        pixels = decode_image(self.paths[index], self.size)
-        return torch.from_numpy(pixels.transpose(2, 0, 1).copy()), self.labels[index]
+    def __getitem__(self, index: int) -> tuple[Tensor, int, str]:
+        try:
+            pixels = decode_image(self.paths[index], self.size)
+        except DataError as exc:
+            return torch.zeros((3, self.size, self.size), dtype=torch.uint8), self.labels[index], str(exc)
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy()), self.labels[index], ""

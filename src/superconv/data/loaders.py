@@ -258,10 +258,12 @@ class StreamLoader:
     """Images decoded per batch by ``DataLoader`` workers, then augmented and normalized like a TensorLoader.
 
     Args:
-        dataset: a map-style dataset of ``(uint8 (C, H, W) tensor, int label)``, every image of one size
-            (:class:`superconv.data.images.ImageFiles`).
+        dataset: a map-style dataset of ``(uint8 (C, H, W) tensor, int label, problem)``, every image of one
+            size, ``problem`` an error message or ``""`` (:class:`superconv.data.images.ImageFiles`).
         num_workers: decoding processes (0: decode in this process). They are persistent, and draw no random
             numbers: the order and the augmentation come from ``(seed, epoch)`` in this process.
+        skip_bad_images: leave out of their batch the images that fail to decode (listed in ``skipped``)
+            instead of stopping with a :class:`~superconv.errors.DataError` that names them.
 
     The other arguments are :class:`TensorLoader`'s.
     """
@@ -281,6 +283,7 @@ class StreamLoader:
         flip: bool = False,
         seed: int = 0,
         num_workers: int = 0,
+        skip_bad_images: bool = False,
     ) -> None:
         n = len(dataset)
         _check_sizes(batch_size, n, drop_last, "images")
@@ -292,6 +295,8 @@ class StreamLoader:
         self.epoch = 0
         self._start_batch = 0
         self.num_workers = num_workers
+        self.skip_bad_images = skip_bad_images
+        self.skipped: list[str] = []  # messages of the images left out (skip_bad_images)
         self.transform = BatchTransform(
             mean=mean, std=std, device=self.device, augment=augment, pad=pad, flip=flip, output_size=None
         )
@@ -340,8 +345,25 @@ class StreamLoader:
         for b, aug in enumerate(draws):
             if b < start:
                 continue  # drawn, so that the later batches get the crops of an uninterrupted epoch
-            x, y = next(batches)
+            x, y, problems = next(batches)
+            x, y, aug = self._without_bad(x, y, aug, problems)
             with single_threaded(host_work):
                 x = self.transform(x.to(self.device, non_blocking=True), aug)
                 y = y.to(self.device, non_blocking=True)
             yield x, y
+
+    def _without_bad(
+        self, x: Tensor, y: Tensor, aug: Augmentation | None, problems: Sequence[str]
+    ) -> tuple[Tensor, Tensor, Augmentation | None]:
+        """The batch without the images that failed to decode; or the error that names them."""
+        bad = [i for i, problem in enumerate(problems) if problem]
+        if not bad:
+            return x, y, aug
+        if not self.skip_bad_images:
+            more = f" (and {len(bad) - 1} more file(s) of this batch)" if len(bad) > 1 else ""
+            raise DataError(f"{problems[bad[0]]}{more}; or pass --skip-bad-images (skip_bad_images=True)")
+        self.skipped += [problems[i] for i in bad]
+        keep = torch.tensor([i for i in range(len(problems)) if not problems[i]], dtype=torch.int64)
+        if aug is not None:
+            aug = Augmentation(aug.dy[keep], aug.dx[keep], aug.flips[keep])
+        return x.index_select(0, keep), y.index_select(0, keep), aug
