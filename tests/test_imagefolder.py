@@ -359,3 +359,13 @@ def test_decode_is_shorter_side_and_centre_crop(tmp_path: Path) -> None:
     out = decode_image(str(tmp_path / "wide.png"), 10)
     assert out.shape == (10, 10, 3) and out.dtype == np.uint8
     assert out.min() > 200  # the black sides are cropped off (the edge blends a little: antialiasing)
+
+
+def test_decode_turns_a_phone_photo_upright(tmp_path: Path) -> None:
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :20] = 255  # stored sideways: white on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    out = decode_image(str(tmp_path / "phone.jpg"), 10)
+    assert out[:3].min() > 200 and out[-3:].max() < 60  # upright: white on top, black below

@@ -105,10 +105,11 @@ def decode_image(path: str, size: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.draft("RGB", (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when still >= size
-            upright = ImageOps.exif_transpose(image)
-            rgb = upright.convert("RGB")
-        fitted = ImageOps.fit(rgb, (size, size), method=Image.Resampling.BILINEAR)
-        return np.asarray(fitted, dtype=np.uint8)
+            ImageOps.exif_transpose(image, in_place=True)  # decodes; turns a phone photo upright
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            if rgb.size != (size, size):
+                rgb = ImageOps.fit(rgb, (size, size), method=Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
     except Exception as exc:  # PIL raises many types; all mean "this file is not a usable image"
         raise DataError(f"Cannot read the image {path} ({_reason(exc)}); delete or replace the file") from exc
 
