@@ -255,8 +255,13 @@ def test_pretrained_mobilenet_v2_file_head_found_and_frozen_body(tmp_path: Path)
     optimizer.step()
     assert all(torch.equal(p, b) for p, b in zip(body, before)) and not torch.equal(head[0], head_before)
 
-    freeze(model, frozen=False)  # a module works too
+    freeze(model, frozen=False)  # a module works too; the whole net trains in the second phase
     assert all(p.requires_grad for p in model.parameters())
+    optimizer = torch.optim.SGD([{"params": body, "lr": 0.01}, {"params": head, "lr": 0.1}])  # a lower LR for the body
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([0, 2])).backward()
+    optimizer.step()
+    assert all(not torch.equal(p, b) for p, b in zip(body[:3], before[:3]))  # the body moves now
     with pytest.raises(ConfigError, match=r"Expected parameters \(tensors\) to freeze, but got a str"):
         freeze(["conv.weight"])  # type: ignore[list-item]
 
