@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from superconv.data import StreamLoader, TensorLoader, load_data
-from superconv.data import imagefolder as imagefolder_module
+from superconv.data import scan as scan_module
 from superconv.data.images import ImageFiles, decode_image
 from superconv.errors import DataError
 
@@ -138,7 +138,7 @@ def test_unreadable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(imagefolder_module.os, "scandir", scandir)
+    monkeypatch.setattr(scan_module.os, "scandir", scandir)
     with pytest.raises(DataError, match=r"Cannot read the folder .* \(\[Errno 13\] Permission denied.*check its perm"):
         load_data("imagefolder", data_dir=tmp_path)
 
