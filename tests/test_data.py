@@ -15,14 +15,14 @@ import torch.nn.functional as F
 from superconv.data import (
     DATASETS,
     DEFAULT_FASHION_MNIST_DIR,
+    FLIP_INVARIANT,
     DataBundle,
-    StreamLoader,
     TensorLoader,
     load_data,
     read_idx,
 )
 from superconv.data import datasets as datasets_module
-from superconv.data import load as data_module
+from superconv.data import decisions as decisions_module
 from superconv.errors import ConfigError, DataError
 
 HAS_FASHION_MNIST = (DEFAULT_FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
@@ -202,8 +202,16 @@ def test_no_flip_for_digits() -> None:
     bundle = load_data("digits", batch_size=32)
     assert isinstance(bundle.train, TensorLoader)
     assert bundle.train.flip is False and bundle.train.augment is True and bundle.train.pad == 1
+    assert bundle.flip_invariant is False and "changes a digits label; flips off" in bundle.decisions["flip"]
     no_aug = load_data("digits", batch_size=32, augment=False)
     assert isinstance(no_aug.train, TensorLoader) and no_aug.train.augment is False
+    asked = load_data("digits", batch_size=32, flip=True)  # an explicit flip wins over the declaration
+    assert isinstance(asked.train, TensorLoader) and asked.train.flip is True and asked.flip_invariant is True
+    assert asked.decisions["flip"].endswith("flips on (flip given)")
+
+
+def test_builtins_declare_flip_invariance() -> None:
+    assert FLIP_INVARIANT == {"fashion-mnist": True, "cifar10": True, "digits": False}
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,6 +275,7 @@ def test_fashion_mnist_from_written_idx_files(offline: Path, layout: str, compre
     stored = bundle.train.images[:, 0].numpy()
     assert all(any(np.array_equal(s, t) for t in train) for s in stored)
     assert bundle.train.flip is True and bundle.train.pad == 2
+    assert bundle.flip_invariant is True and bundle.cached is True
 
 
 def test_fashion_mnist_mismatched_files(offline: Path) -> None:
@@ -279,13 +288,33 @@ def test_fashion_mnist_mismatched_files(offline: Path) -> None:
 
 def test_fashion_mnist_missing_says_how_to_get_it(offline: Path) -> None:
     with pytest.raises(DataError) as info:
-        load_data("fashion-mnist", data_dir=offline / "nowhere")
+        load_data("fashion-mnist")
     message = str(info.value)
     assert "Fashion-MNIST was not found" in message
-    assert str(offline / "nowhere") in message
+    assert str(offline / "no-debian-package") in message and str(offline / "empty-cache") in message
     assert "downloads are disabled (SUPERCONV_OFFLINE is set)" in message
     assert "sudo apt-get install dataset-fashion-mnist" in message
     assert "--data-dir DIR" in message and "with a network" in message
+
+
+def test_explicit_data_dir_is_used_or_refused_never_replaced(offline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 15, defect 10: a --data-dir without Fashion-MNIST fell back to Debian's copy and trained on it.
+    debian = offline / "debian-copy"
+    _write_fashion(debian, n_train=40)
+    monkeypatch.setattr(datasets_module, "DEFAULT_FASHION_MNIST_DIR", debian)
+    assert load_data("fashion-mnist", batch_size=8).train_size == 36  # no --data-dir: the installed copy
+    elsewhere = offline / "mine"
+    elsewhere.mkdir()
+    with pytest.raises(
+        DataError,
+        match=r"not found in --data-dir .*mine: looked for train-images-idx3-ubyte.* in .*mine and "
+        r".*mine/FashionMNIST/raw, and downloads are disabled.*used as given, never replaced by another copy",
+    ):
+        load_data("fashion-mnist", data_dir=elsewhere, batch_size=8)
+    mine = _write_fashion(elsewhere, n_train=30)  # the explicit folder is the one read
+    bundle = load_data("fashion-mnist", data_dir=elsewhere, batch_size=8, val_fraction=0, augment=False)
+    assert bundle.train_size == 30 and isinstance(bundle.train, TensorLoader)
+    assert {img.tobytes() for img in bundle.train.images[:, 0].numpy()} == {img.tobytes() for img in mine}
 
 
 def test_cifar10_missing_says_how_to_get_it(offline: Path) -> None:
@@ -331,6 +360,10 @@ def test_batch_larger_than_training_set() -> None:
         ({"subset": 5000}, DataError, r"subset=5000 asks for more examples than the 1438.*--subset 1438"),
         ({"subset": 5, "val_fraction": 0.05}, DataError, r"leaves no validation example"),
         ({"num_workers": -2}, ConfigError, r"num_workers to be a non-negative integer, but got -2"),
+        ({"cache_budget": -1}, ConfigError, r"cache_budget to be a non-negative integer, but got -1"),
+        ({"pretrained_size": 0}, ConfigError, r"pretrained_size to be a positive integer, but got 0"),
+        ({"flip": "yes"}, ConfigError, r"flip to be True or False, but got 'yes'"),
+        ({"skip_bad_images": None}, ConfigError, r"skip_bad_images to be True or False, but got None"),
         ({"device": "tpu:x"}, ConfigError, r"Expected a device such as 'cpu', 'cuda'.*but got 'tpu:x'"),
     ],
 )
@@ -352,100 +385,13 @@ def test_cuda_resident_and_streamed_give_the_same_batches(monkeypatch: pytest.Mo
     assert resident.resident is True
     assert isinstance(resident.train, TensorLoader) and resident.train.images.device.type == "cuda"
     assert resident.train.resident  # the loader sees its images on its own device (cuda == cuda:0)
-    monkeypatch.setattr(data_module, "RESIDENT_MAX_FRACTION", 0.0)  # pretend the GPU is full
+    monkeypatch.setattr(decisions_module, "RESIDENT_MAX_FRACTION", 0.0)  # pretend the GPU is full
     streamed = load_data("digits", batch_size=64, device="cuda", seed=0)
     assert streamed.resident is False
     assert isinstance(streamed.train, TensorLoader) and streamed.train.images.device.type == "cpu"
     for (xa, ya), (xb, yb) in zip(resident.train, streamed.train):
         assert xa.device.type == xb.device.type == "cuda"
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
-
-
-# --------------------------------------------------------------------------------------------
-# imagefolder: small PNGs written with PIL
-
-
-def _write_pngs(directory: Path, classes: dict[str, int], size: tuple[int, int] = (20, 24)) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for name, count in classes.items():
-        (directory / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(directory / name / f"{i}.png")
-
-
-def test_imagefolder_flat_layout_is_split(tmp_path: Path) -> None:
-    _write_pngs(tmp_path, {"cat": 10, "dog": 10})
-    bundle = load_data("imagefolder", data_dir=tmp_path, batch_size=4, image_size=16, val_fraction=0.25, num_workers=0)
-    assert (bundle.name, bundle.num_classes, bundle.in_channels, bundle.image_size) == (
-        "imagefolder",
-        2,
-        3,
-        16,
-    )
-    assert bundle.classes == ["cat", "dog"] and bundle.resident is False
-    assert bundle.test is not None and bundle.test.dataset_size == 4  # 20% of 20
-    assert bundle.val is not None and bundle.val.dataset_size == 4  # 25% of the other 16
-    assert bundle.train_size == 12 and len(bundle.train) == 3
-    assert isinstance(bundle.train, StreamLoader)
-    for x, y in bundle.train:
-        assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
-    xs, _ = next(iter(bundle.test))
-    assert xs.shape[-2:] == (16, 16)
-
-
-def test_imagefolder_split_folders_and_seeded_order(tmp_path: Path) -> None:
-    for split, count in (("train", 6), ("val", 2), ("test", 3)):
-        _write_pngs(tmp_path / split, {"a": count, "b": count, "c": count})
-    bundle = load_data("imagefolder", data_dir=tmp_path, batch_size=5, image_size=8, augment=False, num_workers=0)
-    assert bundle.train_size == 18 and bundle.classes == ["a", "b", "c"]
-    assert bundle.val is not None and bundle.val.dataset_size == 6
-    assert bundle.test is not None and bundle.test.dataset_size == 9
-    bundle.train.set_epoch(1)
-    first = _all_batches(bundle.train)
-    bundle.train.set_epoch(1)
-    second = _all_batches(bundle.train)
-    assert all(torch.equal(a[1], b[1]) and torch.equal(a[0], b[0]) for a, b in zip(first, second))
-    bundle.train.set_epoch(2)
-    assert not all(torch.equal(a[1], b[1]) for a, b in zip(first, _all_batches(bundle.train)))
-
-
-def test_imagefolder_errors(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"imagefolder dataset needs --data-dir DIR with the layout DIR/train/"):
-        load_data("imagefolder")
-    with pytest.raises(DataError, match=r"The image folder .*nope does not exist.*expected layout"):
-        load_data("imagefolder", data_dir=tmp_path / "nope")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(DataError, match=r"Cannot use .*empty as an image folder .*expected layout"):
-        load_data("imagefolder", data_dir=empty)
-    one = tmp_path / "one"
-    _write_pngs(one, {"only": 3})
-    with pytest.raises(DataError, match=r"at least 2 class folders in .*one, but found 1 \(only\)"):
-        load_data("imagefolder", data_dir=one)
-    no_images = tmp_path / "noimg"
-    (no_images / "a").mkdir(parents=True)
-    (no_images / "b").mkdir()
-    (no_images / "a" / "notes.txt").write_text("not an image")
-    with pytest.raises(DataError, match=r"Cannot use .*noimg as an image folder \(.*[Ff]ound no valid file"):
-        load_data("imagefolder", data_dir=no_images)
-    mismatch = tmp_path / "mismatch"
-    _write_pngs(mismatch / "train", {"a": 2, "b": 2})
-    _write_pngs(mismatch / "val", {"a": 2, "c": 2})
-    with pytest.raises(DataError, match=r"classes of .*val \(a, c\) differ from those of .*train \(a, b\)"):
-        load_data("imagefolder", data_dir=mismatch, batch_size=2)
-
-
-def test_imagefolder_unreadable_image_names_the_file(tmp_path: Path) -> None:
-    _write_pngs(tmp_path, {"a": 4, "b": 4})
-    (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
-    bundle = load_data("imagefolder", data_dir=tmp_path, batch_size=1, val_fraction=0, num_workers=0, image_size=8)
-    with pytest.raises(DataError, match=r"Cannot read the image .*broken\.png .*delete or replace"):
-        for loader in (bundle.train, bundle.test):  # the broken file is in one of the two splits
-            assert loader is not None
-            list(loader)
 
 
 def test_loader_leaves_the_thread_count_alone() -> None:

@@ -11,7 +11,15 @@ import torchvision
 from torch import nn
 
 from superconv.errors import CheckpointError, ConfigError
-from superconv.models import BUILTIN_MODELS, available_models, build_model
+from superconv.models import (
+    BUILTIN_MODELS,
+    available_models,
+    build_model,
+    describe_model,
+    freeze,
+    pretrained_input_size,
+    split_head_body,
+)
 
 
 @pytest.mark.parametrize("name", BUILTIN_MODELS)
@@ -184,3 +192,101 @@ def test_weights_by_name_offline(monkeypatch: pytest.MonkeyPatch) -> None:
         build_model("resnet18", num_classes=5, pretrained="DEFAULT")
     with pytest.raises(CheckpointError, match=r"one of DEFAULT, IMAGENET1K_V1.*but got 'BOGUS'"):
         build_model("resnet18", num_classes=5, pretrained="BOGUS")
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning: head vs body, freezing, the size pretrained weights expect, the description
+
+
+def _head_names(model: nn.Module, head: list[nn.Parameter]) -> list[str]:
+    ids = {id(p) for p in head}
+    return [name for name, p in model.named_parameters() if id(p) in ids]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("resnet18", ["fc.weight", "fc.bias"]),
+        ("mobilenet_v2", ["classifier.1.weight", "classifier.1.bias"]),
+        ("mobilenet_v3_small", ["classifier.3.weight", "classifier.3.bias"]),
+        ("efficientnet_b0", ["classifier.1.weight", "classifier.1.bias"]),
+        ("densenet121", ["classifier.weight", "classifier.bias"]),
+        ("squeezenet1_1", ["classifier.1.weight", "classifier.1.bias"]),
+        ("regnet_x_400mf", ["fc.weight", "fc.bias"]),
+        pytest.param("convnext_tiny", ["classifier.2.weight", "classifier.2.bias"], marks=pytest.mark.slow),
+        pytest.param("vit_b_16", ["heads.head.weight", "heads.head.bias"], marks=pytest.mark.slow),
+        ("resnet-small", ["head.weight", "head.bias"]),
+        ("cnn", ["head.weight", "head.bias"]),
+    ],
+)
+def test_split_head_body(name: str, expected: list[str]) -> None:
+    model: Any = build_model(name, num_classes=7, image_size=32, width=4)
+    head, body = split_head_body(model)
+    assert _head_names(model, head) == expected
+    assert len(head) + len(body) == len(list(model.parameters()))
+    assert {id(p) for p in head}.isdisjoint(id(p) for p in body)
+    out_features = head[0].shape[0]
+    assert out_features == 7  # the head is the layer that makes the 7 class scores
+
+
+def test_inception_auxiliary_head_is_head() -> None:
+    model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False, num_classes=4)
+    head, _ = split_head_body(model)
+    assert _head_names(model, head) == ["AuxLogits.fc.weight", "AuxLogits.fc.bias", "fc.weight", "fc.bias"]
+
+
+def test_pretrained_mobilenet_v2_file_head_found_and_frozen_body(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = torchvision.models.mobilenet_v2(weights=None)
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(source.state_dict(), path)
+    model: Any = build_model("mobilenet_v2", num_classes=3, pretrained=path)
+    head, body = split_head_body(model)
+    assert [tuple(p.shape) for p in head] == [(3, 1280), (3,)]  # the fresh 3-class layer, not the ImageNet one
+    assert torch.equal(body[0], source.features[0][0].weight)  # the body holds the loaded weights
+
+    assert freeze(body) == len(body)
+    assert all(not p.requires_grad for p in body) and all(p.requires_grad for p in head)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    before = [p.detach().clone() for p in body]
+    head_before = head[0].detach().clone()
+    model.train()
+    nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([0, 2])).backward()
+    optimizer.step()
+    assert all(torch.equal(p, b) for p, b in zip(body, before)) and not torch.equal(head[0], head_before)
+
+    freeze(model, frozen=False)  # a module works too; the whole net trains in the second phase
+    assert all(p.requires_grad for p in model.parameters())
+    optimizer = torch.optim.SGD([{"params": body, "lr": 0.01}, {"params": head, "lr": 0.1}])  # a lower LR for the body
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([0, 2])).backward()
+    optimizer.step()
+    assert all(not torch.equal(p, b) for p, b in zip(body[:3], before[:3]))  # the body moves now
+    with pytest.raises(ConfigError, match=r"Expected parameters \(tensors\) to freeze, but got a str"):
+        freeze(["conv.weight"])  # type: ignore[list-item]
+
+
+def test_split_head_body_needs_a_layer() -> None:
+    with pytest.raises(ConfigError, match=r"Cannot find the classifier head of ReLU: it has no Linear or Conv2d"):
+        split_head_body(nn.ReLU())
+
+
+@pytest.mark.parametrize(
+    ("name", "pretrained", "expected"),
+    [
+        ("mobilenet_v2", "weights.pth", 224),
+        ("mobilenet_v2", "IMAGENET1K_V1", 224),
+        ("efficientnet_b3", "weights.pth", 300),
+        ("inception_v3", "DEFAULT", 299),
+        ("resnet18", None, None),  # from scratch: the data decides
+        ("resnet-small", "weights.pth", None),  # the built-ins take any size
+    ],
+)
+def test_pretrained_input_size(name: str, pretrained: str | None, expected: int | None) -> None:
+    assert pretrained_input_size(name, pretrained) == expected
+
+
+def test_describe_model() -> None:
+    assert describe_model("resnet_small", 16) == "resnet-small width 16"
+    assert describe_model("mobilenet_v2", 16) == "mobilenet_v2 (torchvision)"  # no width: it has none
+    assert describe_model("mobilenet_v2", pretrained="w.pth") == "mobilenet_v2 (torchvision), pretrained weights w.pth"

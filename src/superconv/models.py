@@ -9,6 +9,11 @@
   without downloading anything; ``pretrained`` loads weights from a local file (or, given a
   torchvision weights name such as ``DEFAULT``, downloads them where a network exists).
 
+For fine-tuning, :func:`split_head_body` separates the classifier head's parameters from the body's
+(discriminative learning rates, a head-first phase) and :func:`freeze` freezes or unfreezes either;
+:func:`pretrained_input_size` is the image side pretrained weights expect, :func:`describe_model` a
+one-line name for headers and logs.
+
 All built-ins are plain Conv2d/BatchNorm2d/ReLU/MaxPool2d stacks and therefore run in
 ``channels_last`` memory format without layout conversions.
 """
@@ -16,21 +21,36 @@ All built-ins are plain Conv2d/BatchNorm2d/ReLU/MaxPool2d stacks and therefore r
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from superconv.checks import positive_int
 from superconv.errors import CheckpointError, ConfigError
 
-__all__ = ["BUILTIN_MODELS", "CNN", "ResNetSmall", "available_models", "build_model", "load_state_dict_file"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "CNN",
+    "ResNetSmall",
+    "available_models",
+    "build_model",
+    "describe_model",
+    "freeze",
+    "load_state_dict_file",
+    "pretrained_input_size",
+    "split_head_body",
+]
 
 BUILTIN_MODELS = ("resnet-small", "cnn")
 # The smallest input the built-ins accept: three 2x max-pools need at least 8 pixels.
 _MIN_BUILTIN_SIZE = 8
 # torchvision's ImageNet heads, which a pretrained model is built (and loaded) with.
 _IMAGENET_CLASSES = 1000
+# The input side of torchvision's ImageNet weights when a model's own weights do not say otherwise.
+IMAGENET_INPUT_SIZE = 224
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -119,14 +139,13 @@ def _torchvision_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def _builtin_key(name: Any) -> str:
+    return name.strip().lower().replace("_", "-") if isinstance(name, str) else ""
+
+
 def available_models() -> list[str]:
     """The built-in names followed by torchvision's classification models (sorted)."""
     return [*BUILTIN_MODELS, *_torchvision_names()]
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"Expected {name} to be a positive integer, but got {value!r}")
 
 
 def build_model(
@@ -160,11 +179,10 @@ def build_model(
         ConfigError: an unknown name or an invalid size.
         CheckpointError: a missing or corrupt weights file, or one that does not fit the model.
     """
-    _check_positive("num_classes", num_classes)
-    _check_positive("in_channels", in_channels)
-    _check_positive("image_size", image_size)
-    _check_positive("width", width)
-    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else ""
+    for arg, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
+        positive_int(arg, value)
+    positive_int("width", width)
+    key = _builtin_key(name)
     if key in BUILTIN_MODELS:
         if image_size < _MIN_BUILTIN_SIZE:
             raise ConfigError(
@@ -399,3 +417,94 @@ def _replace_heads(model: nn.Module, num_classes: int) -> None:
             assert isinstance(old, nn.Conv2d)
             new = nn.Conv2d(old.in_channels, num_classes, kernel_size=old.kernel_size)  # type: ignore[arg-type]
         model.set_submodule(module_name, new)
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning: the head and the body, freezing, the input size of pretrained weights
+
+
+def _head_modules(model: nn.Module) -> list[nn.Module]:
+    """The layers that produce the class scores: the last ``Linear`` in registration order (torchvision's
+    ``fc``, ``classifier[-1]``, ``heads.head``; the built-ins' ``head``), else the last ``Conv2d``
+    (squeezenet's 1x1 classifier), plus the last ``Linear`` of every auxiliary head (inception, googlenet)."""
+    named = list(model.named_modules())
+    linears = [m for _, m in named if isinstance(m, nn.Linear)]
+    convs = [m for _, m in named if isinstance(m, nn.Conv2d)]
+    if not linears and not convs:
+        raise ConfigError(
+            f"Cannot find the classifier head of {type(model).__name__}: it has no Linear or Conv2d layer; "
+            "pass the head's and the body's parameters yourself"
+        )
+    heads: list[nn.Module] = [linears[-1] if linears else convs[-1]]
+    for child_name, child in model.named_children():
+        if "aux" in child_name.lower():
+            aux = [m for m in child.modules() if isinstance(m, nn.Linear)]
+            heads += aux[-1:]
+    return heads
+
+
+def split_head_body(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """``(head parameters, body parameters)``: the classifier layer(s) that ``pretrained=`` replaces, and the rest.
+
+    For a head-first phase (``freeze(body)``) and discriminative learning rates (a lower LR for the body).
+    Works for the built-ins and torchvision's classifiers (resnet*, mobilenet_v2/v3, efficientnet, convnext,
+    vit, swin, densenet, squeezenet, regnet, ...). Every parameter is in exactly one list, in the model's order.
+
+    Example:
+        >>> model = build_model("resnet-small", num_classes=3, width=4)
+        >>> head, body = split_head_body(model)
+        >>> [tuple(p.shape) for p in head]
+        [(3, 16), (3,)]
+    """
+    head_ids = {id(p) for module in _head_modules(model) for p in module.parameters()}
+    head = [p for p in model.parameters() if id(p) in head_ids]
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    return head, body
+
+
+def freeze(parameters: nn.Module | Iterable[nn.Parameter], frozen: bool = True) -> int:
+    """Stop (``frozen=True``) or resume gradient updates of a module's or a list's parameters; returns how many.
+
+    A frozen parameter gets no gradient (``requires_grad=False``), so an optimizer leaves it alone; BatchNorm's
+    running statistics still update in ``train()`` mode (put the module in ``eval()`` to fix them too).
+    """
+    params = list(parameters.parameters() if isinstance(parameters, nn.Module) else parameters)
+    for p in params:
+        if not isinstance(p, Tensor):
+            raise ConfigError(f"Expected parameters (tensors) to freeze, but got a {type(p).__qualname__}")
+        p.requires_grad_(not frozen)
+    return len(params)
+
+
+def pretrained_input_size(name: str, pretrained: str | Path | None) -> int | None:
+    """The image side ``pretrained`` weights for model ``name`` were trained at; None when there is none to match.
+
+    None for no weights, and for the built-ins (trained from scratch at any size). For a torchvision model: the
+    crop size of the named weights (e.g. ``IMAGENET1K_V1``), or, for a weights file, of the model's default
+    torchvision weights (224 for most, 299 for inception_v3, 300 for efficientnet_b3...); 224 if unknown.
+    """
+    if pretrained is None or _builtin_key(name) in BUILTIN_MODELS:
+        return None
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(name.strip())
+    except (ValueError, KeyError):
+        return IMAGENET_INPUT_SIZE
+    text = str(pretrained)
+    weights = enum[text] if text in enum.__members__ else enum.DEFAULT
+    crop = getattr(weights.transforms(), "crop_size", None)
+    return int(crop[0]) if crop else IMAGENET_INPUT_SIZE
+
+
+def describe_model(name: str, width: int | None = None, pretrained: str | Path | None = None) -> str:
+    """A one-line description for headers and logs: ``resnet-small width 16``, ``mobilenet_v2 (torchvision)``.
+
+    The width is shown for the built-ins only: torchvision models have none.
+    """
+    key = _builtin_key(name)
+    if key in BUILTIN_MODELS:
+        text = key if width is None else f"{key} width {width}"
+    else:
+        text = f"{name.strip()} (torchvision)"
+    return text if pretrained is None else f"{text}, pretrained weights {pretrained}"

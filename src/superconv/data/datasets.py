@@ -1,8 +1,9 @@
 """Reading the built-in datasets into uint8 numpy arrays: Fashion-MNIST, CIFAR-10 and digits.
 
-Fashion-MNIST is found in ``--data-dir``, else in Debian's ``dataset-fashion-mnist`` package
-(:data:`DEFAULT_FASHION_MNIST_DIR`), else in the download cache, else downloaded by torchvision
-where a network exists; every miss ends in one message that says how to get it.
+Fashion-MNIST is read from ``--data-dir`` when one is given (or downloaded into it where a network exists),
+and never from anywhere else: an explicit path is used or refused. Without one, it is read from Debian's
+``dataset-fashion-mnist`` package (:data:`DEFAULT_FASHION_MNIST_DIR`), else from the download cache, else
+downloaded by torchvision where a network exists. Every miss ends in one message that says how to get it.
 """
 
 from __future__ import annotations
@@ -15,15 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from superconv.data.loaders import _epoch_seed
+from superconv.data.seeding import epoch_seed
 from superconv.errors import DataError
 
 __all__ = [
     "DATASETS",
+    "DATASET_STATS",
     "DEFAULT_CACHE_DIR",
     "DEFAULT_FASHION_MNIST_DIR",
     "FASHION_MNIST_CLASSES",
+    "FLIP_INVARIANT",
     "OFFLINE_ENV",
+    "load_cifar10",
+    "load_digits",
+    "load_fashion_mnist",
     "read_idx",
 ]
 
@@ -55,13 +61,13 @@ FASHION_MNIST_CLASSES = [
 ]
 
 # Per-channel mean/std of each training set, in [0, 1] units.
-_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "digits": ((0.3053,), (0.3759,)),
 }
-# Horizontal flips keep the label of clothes and natural images but not of handwritten digits.
-_FLIP = {"fashion-mnist": True, "cifar10": True, "digits": False}
+# Whether a horizontal flip keeps the label: yes for clothes and natural images, not for handwritten digits.
+FLIP_INVARIANT = {"fashion-mnist": True, "cifar10": True, "digits": False}
 # Digits has no official test split; this much of it (seeded) becomes the test set.
 DIGITS_TEST_FRACTION = 0.2
 
@@ -133,33 +139,45 @@ def _download(dataset_cls: Any, root: Path) -> tuple[Any, Any] | str:
         return f"the torchvision download into {root} failed ({type(exc).__name__}: {exc})"
 
 
-def _load_fashion_mnist(data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    searched: list[Path] = []
-    candidates = [data_dir] if data_dir is not None else []
-    # Read the module attribute at call time so that it can be re-pointed (tests, packagers).
-    candidates += [DEFAULT_FASHION_MNIST_DIR, _download_root(None)]
+_FASHION_MNIST_FILE_LIST = (
+    "train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz) and "
+    "t10k-labels-idx1-ubyte(.gz)"
+)
+
+
+def load_fashion_mnist(data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fashion-MNIST's train images, train labels, test images and test labels as uint8/int arrays.
+
+    Raises:
+        DataError: not found where it was looked for (an explicit ``data_dir`` is the only place looked in).
+    """
+    from torchvision import datasets
+
+    # Read the module attributes at call time so that they can be re-pointed (tests, packagers).
+    candidates = [data_dir] if data_dir is not None else [DEFAULT_FASHION_MNIST_DIR, _download_root(None)]
     for directory in candidates:
-        searched.append(directory)
         files = _find_idx_files(directory)
         if files is not None:
             arrays = {key: read_idx(path) for key, path in files.items()}
             return _check_mnist_arrays(arrays, files)
-
-    from torchvision import datasets
-
     got = _download(datasets.FashionMNIST, _download_root(data_dir))
     if not isinstance(got, str):
         train, test = got
         return (train.data.numpy(), train.targets.numpy(), test.data.numpy(), test.targets.numpy())
-    reason = got
-    where = ", ".join(str(p) for p in searched)
+    if data_dir is not None:
+        raise DataError(
+            f"Fashion-MNIST was not found in --data-dir {data_dir}: looked for {_FASHION_MNIST_FILE_LIST} in "
+            f"{data_dir} and {data_dir / 'FashionMNIST' / 'raw'}, and {got}. A --data-dir that is given is used "
+            "as given, never replaced by another copy: put the four idx files there (Debian's "
+            f"dataset-fashion-mnist package has them in {DEFAULT_FASHION_MNIST_DIR}), run once with a network "
+            "to download them into it, or leave out --data-dir to use an installed or cached copy"
+        )
+    where = ", ".join(str(p) for p in candidates)
     raise DataError(
-        "Fashion-MNIST was not found: looked for train-images-idx3-ubyte(.gz), "
-        "train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) "
-        f"in {where} (and their FashionMNIST/raw/), and {reason}. To get it: "
-        "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs to "
-        f"{DEFAULT_FASHION_MNIST_DIR}), or pass --data-dir DIR with those four idx files, "
-        "or run once with a network so that torchvision can download it"
+        f"Fashion-MNIST was not found: looked for {_FASHION_MNIST_FILE_LIST} in {where} (and their "
+        f"FashionMNIST/raw/), and {got}. To get it: `sudo apt-get install dataset-fashion-mnist` "
+        f"(Debian/Ubuntu; installs to {DEFAULT_FASHION_MNIST_DIR}), or pass --data-dir DIR with those four "
+        "idx files, or run once with a network so that torchvision can download it"
     )
 
 
@@ -182,7 +200,7 @@ def _check_mnist_arrays(
     return arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"]
 
 
-def _load_cifar10(data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def load_cifar10(data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     from torchvision import datasets
 
     root = _download_root(data_dir)
@@ -209,14 +227,14 @@ def _load_cifar10(data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, np.nda
     )
 
 
-def _load_digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     # 0..16 grey levels -> 0..255 uint8, the same storage as the other datasets.
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     labels = digits.target.astype(np.int64)
-    order = np.random.default_rng(_epoch_seed(seed, 0, 7)).permutation(len(labels))
+    order = np.random.default_rng(epoch_seed(seed, 0, 7)).permutation(len(labels))
     n_test = round(len(labels) * DIGITS_TEST_FRACTION)
     test, train = order[:n_test], order[n_test:]
     return images[train], labels[train], images[test], labels[test]

@@ -1,34 +1,31 @@
-"""Fast loaders for in-memory datasets, and a tuned DataLoader for image folders.
+"""The two loaders behind one small interface (:class:`Loader`): ``__iter__`` yields ``(inputs, labels)`` on
+the target device, ``__len__`` is batches per epoch, ``set_epoch(epoch, start_batch=0)`` picks the epoch (and
+the batch a resumed run starts at), ``dataset_size`` and ``batch_size`` say what they hold.
 
-Two kinds of loader share one small interface (:class:`Loader`: ``__iter__`` yielding
-``(inputs, labels)`` on the target device, ``__len__`` = batches per epoch, ``set_epoch``,
-``dataset_size``, ``batch_size``):
+* :class:`TensorLoader` - the fast path for data that fits in memory (the built-in datasets, and image folders
+  decoded once). The whole split is one uint8 NCHW tensor, resident on the GPU when it fits (as in airbench),
+  and every batch is gathered, augmented (random crop with reflect padding, optional horizontal flip) and
+  normalized with batched tensor ops on the device: no per-image Python, no worker processes, no float copy
+  of the data set.
+* :class:`StreamLoader` - image files decoded per batch by ``DataLoader`` worker processes (uint8, at the
+  final size), then augmented and normalized exactly as a :class:`TensorLoader` does.
 
-* :class:`TensorLoader` - the fast path for datasets that fit in memory (Fashion-MNIST, CIFAR-10,
-  digits). The whole split is one uint8 NCHW tensor, resident on the GPU when it fits (as in
-  airbench), and every batch is gathered, augmented (random crop with reflect padding, horizontal
-  flip) and normalized with batched tensor ops on the device: no per-image Python, no worker
-  processes, no float copy of the data set.
-* :class:`StreamLoader` - a tuned ``torch.utils.data.DataLoader`` over a torchvision
-  ``ImageFolder`` for the user's own images.
-
-All shuffling and augmentation randomness of a :class:`TensorLoader` comes from CPU generators
-seeded from ``(seed, epoch)``, so an epoch's batches are a pure function of those two numbers on
-any device: a resumed run sees exactly the batches the interrupted run would have seen.
+On both, an epoch's batches are a function of ``(seed, epoch)`` only (:mod:`superconv.data.batching`): the
+workers only decode, so a resumed run sees the batches the interrupted run would have seen, persistent
+workers or not.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, Sampler
 
+from superconv.checks import positive_int
+from superconv.data.batching import Augmentation, BatchTransform, epoch_order, num_batches, single_threaded
 from superconv.device import canonical_device, same_device
 from superconv.errors import ConfigError, DataError
 
@@ -45,59 +42,29 @@ class Loader(Protocol):
 
     def __len__(self) -> int: ...
 
-    def set_epoch(self, epoch: int) -> None: ...
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
 
 
-# --------------------------------------------------------------------------------------------
-# Seeding
+def _pow2_at_most(n: int) -> int:
+    return 1 << max(0, n.bit_length() - 1)
 
 
-def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """A 63-bit seed that depends on (seed, epoch, stream) and nothing else.
-
-    SeedSequence mixes the numbers well, so neighbouring epochs and seeds give unrelated streams
-    (``seed + epoch`` would make seed 1/epoch 0 replay seed 0/epoch 1).
-    """
-    state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF, stream]).generate_state(2)
-    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
-
-
-def _generator(seed: int, epoch: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_epoch_seed(seed, epoch, stream))
+def _check_sizes(batch_size: int, n: int, drop_last: bool, what: str) -> None:
+    positive_int("batch_size", batch_size, DataError)
+    if drop_last and batch_size > n:
+        raise DataError(
+            f"The batch size {batch_size} is larger than the {n} training {what}, so an epoch "
+            f"would have no full batch; use --batch-size {_pow2_at_most(n)} or smaller (or more data)"
+        )
+    if n == 0:
+        raise DataError("Expected at least one example in the split, but it is empty")
 
 
-# --------------------------------------------------------------------------------------------
-# The fast path: uint8 tensors, on-device augmentation
-
-
-@contextlib.contextmanager
-def _single_threaded(enabled: bool = True) -> Iterator[None]:
-    """Run the enclosed CPU tensor ops on one intra-op thread.
-
-    A batch is ~10^5 elements: too small to gain from threads, yet big enough that torch splits
-    each op across them. On a busy machine (more runnable threads than cores) every split op
-    then waits a scheduler tick for its second thread - measured here on 2 shared cores: 8 ms
-    per op, 1-8 s per Fashion-MNIST epoch instead of 0.1 s. Switching is cheap (~0.2 us).
-    """
-    previous = torch.get_num_threads()
-    if not enabled or previous == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _reflect(index: Tensor, size: int) -> Tensor:
-    """Map out-of-range pixel indices back into ``[0, size)`` by mirroring at the borders.
-
-    Equivalent to reflect padding followed by a crop, but without materialising the padded batch.
-    Valid for offsets up to ``size - 1``.
-    """
-    index = index.abs()
-    return torch.where(index >= size, 2 * (size - 1) - index, index)
+def _check_epoch(epoch: int, start_batch: int, batches: int) -> None:
+    if epoch < 0 or not 0 <= start_batch <= batches:
+        raise ConfigError(
+            f"Expected epoch >= 0 and 0 <= start_batch <= {batches}, but got epoch={epoch}, start_batch={start_batch}"
+        )
 
 
 class TensorLoader:
@@ -148,15 +115,8 @@ class TensorLoader:
             raise DataError(
                 f"Expected one label per image ({images.shape[0]}), but got labels of shape {tuple(labels.shape)}"
             )
-        _check_positive_int("batch_size", batch_size, DataError)
         n = int(images.shape[0])
-        if drop_last and batch_size > n:
-            raise DataError(
-                f"The batch size {batch_size} is larger than the {n} training examples, so an epoch "
-                f"would have no full batch; use --batch-size {_pow2_at_most(n)} or smaller (or more data)"
-            )
-        if n == 0:
-            raise DataError("Expected at least one example in the split, but it is empty")
+        _check_sizes(batch_size, n, drop_last, "examples")
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
             raise DataError(f"Expected {channels} per-channel mean/std values, but got {len(mean)} and {len(std)}")
@@ -167,11 +127,10 @@ class TensorLoader:
         self.device = canonical_device(device)
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.augment = augment
-        self.pad = pad
-        self.flip = flip
         self.seed = seed
-        self.output_size = output_size
+        self.transform = BatchTransform(
+            mean=mean, std=std, device=self.device, augment=augment, pad=pad, flip=flip, output_size=output_size
+        )
         self.epoch = 0
         self._start_batch = 0
         self.resident = same_device(images.device, self.device)
@@ -180,18 +139,33 @@ class TensorLoader:
                 f"The images are on {images.device} but the loader delivers to {self.device}: keep them in host "
                 f"memory (streamed to the device per batch) or move them to {self.device} (resident)"
             )
-        # Normalization folded into one multiply-add in uint8 units: x * scale + shift.
-        self._scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=self.device).view(1, -1, 1, 1)
-        self._shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=self.device).view(1, -1, 1, 1)
         # Pinned staging buffers for host-resident data on CUDA (created on first use).
         self._staging: list[Tensor] = []
         self._staging_events: list[Any] = []
         self._slot = 0
 
+    @property
+    def augment(self) -> bool:
+        """Whether batches are augmented (random crop, and flip when :attr:`flip`)."""
+        return self.transform.augment
+
+    @property
+    def pad(self) -> int:
+        """The random crop's padding in pixels."""
+        return self.transform.pad
+
+    @property
+    def flip(self) -> bool:
+        """Whether augmentation flips images horizontally."""
+        return self.transform.flip
+
+    @property
+    def output_size(self) -> int | None:
+        """The side batches are resized to on the device (None: the stored size)."""
+        return self.transform.output_size
+
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.dataset_size // self.batch_size
-        return math.ceil(self.dataset_size / self.batch_size)
+        return num_batches(self.dataset_size, self.batch_size, self.drop_last)
 
     @property
     def image_size(self) -> int:
@@ -204,11 +178,7 @@ class TensorLoader:
         ``start_batch`` lets a run resumed mid-epoch skip the batches it has already trained on;
         the skipped batches are not computed.
         """
-        if epoch < 0 or not 0 <= start_batch <= len(self):
-            raise ConfigError(
-                f"Expected epoch >= 0 and 0 <= start_batch <= {len(self)}, but got epoch={epoch}, "
-                f"start_batch={start_batch}"
-            )
+        _check_epoch(epoch, start_batch, len(self))
         self.epoch = epoch
         self._start_batch = start_batch
 
@@ -220,29 +190,18 @@ class TensorLoader:
 
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[Tensor, Tensor]]:
         n, bs = self.dataset_size, self.batch_size
-        if self.shuffle:
-            order = torch.randperm(n, generator=_generator(self.seed, epoch, 0))
-        else:
-            order = torch.arange(n)
-        num_batches = len(self)
-        # One generator for the augmentation stream; per-batch draws happen for every batch
-        # (including skipped ones) so that resuming at start_batch reproduces the same crops.
-        aug_gen = _generator(self.seed, epoch, 1)
-        order_dev = order.to(self.images.device)
+        order_dev = epoch_order(n, self.seed, epoch, self.shuffle).to(self.images.device)
         host_work = self.images.device.type == "cpu"
-        for b in range(num_batches):
-            aug_params = self._draw_augmentation(aug_gen, min(bs, n - b * bs)) if self.augment else None
+        for b, aug in enumerate(self.transform.draws(self.seed, epoch, n, bs, len(self))):
             if b < start:
                 continue
-            with _single_threaded(host_work):
+            with single_threaded(host_work):
                 idx = order_dev[b * bs : min((b + 1) * bs, n)]
                 x = self._gather(idx)
                 y = self.labels.index_select(0, idx)
                 if not self.resident:
                     y = y.to(self.device, non_blocking=True)
-                if aug_params is not None:
-                    x = self._augment(x, *aug_params)
-                x = self._normalize(x)
+                x = self.transform(x, aug)
             yield x, y  # outside the context: the model's compute gets all the threads again
 
     def _gather(self, idx: Tensor) -> Tensor:
@@ -271,44 +230,42 @@ class TensorLoader:
         self._staging_events[slot] = event
         return x
 
-    def _draw_augmentation(self, gen: torch.Generator, count: int) -> tuple[Tensor, Tensor, Tensor]:
-        span = 2 * self.pad + 1
-        dy = torch.randint(0, span, (count,), generator=gen) - self.pad
-        dx = torch.randint(0, span, (count,), generator=gen) - self.pad
-        flips = torch.rand(count, generator=gen) < 0.5 if self.flip else torch.zeros(count, dtype=torch.bool)
-        return dy, dx, flips
 
-    def _augment(self, x: Tensor, dy: Tensor, dx: Tensor, flips: Tensor) -> Tensor:
-        """Random crop (reflect padding) and horizontal flip of a whole batch in one gather."""
-        b, c, h, w = x.shape
-        dev = x.device
-        dy, dx, flips = dy.to(dev, non_blocking=True), dx.to(dev, non_blocking=True), flips.to(dev)
-        ar_h = torch.arange(h, device=dev)
-        ar_w = torch.arange(w, device=dev)
-        rows = _reflect(ar_h.unsqueeze(0) + dy.unsqueeze(1), h)  # (B, H)
-        # A flipped image reads its columns right to left; fold the flip into the column index.
-        cols_src = torch.where(flips.unsqueeze(1), (w - 1 - ar_w).unsqueeze(0), ar_w.unsqueeze(0))
-        cols = _reflect(cols_src + dx.unsqueeze(1), w)  # (B, W)
-        flat = (rows.unsqueeze(2) * w + cols.unsqueeze(1)).view(b, 1, h * w).expand(b, c, h * w)
-        return torch.gather(x.reshape(b, c, h * w), 2, flat).view(b, c, h, w)
+class EpochBatchSampler(Sampler[list[int]]):
+    """The index batches of one epoch, from batch ``start_batch`` on: a function of ``(seed, epoch)`` only.
 
-    def _normalize(self, x: Tensor) -> Tensor:
-        out = torch.addcmul(self._shift, x.float(), self._scale)
-        if self.output_size is not None and self.output_size != out.shape[-1]:
-            shrinking = self.output_size < out.shape[-1]
-            out = F.interpolate(out, size=(self.output_size, self.output_size), mode="bilinear", antialias=shrinking)
-        return out
+    A ``DataLoader`` iterates its batch sampler in the main process at the start of every epoch, also with
+    persistent workers, so setting ``epoch``/``start_batch`` before ``iter(loader)`` fixes what the workers
+    decode; the skipped batches are never decoded.
+    """
 
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int) -> None:
+        self.n, self.batch_size, self.shuffle, self.drop_last, self.seed = n, batch_size, shuffle, drop_last, seed
+        self.epoch = 0
+        self.start_batch = 0
 
-# --------------------------------------------------------------------------------------------
-# The streaming path: torchvision ImageFolder + DataLoader
+    def __len__(self) -> int:
+        return num_batches(self.n, self.batch_size, self.drop_last)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = epoch_order(self.n, self.seed, self.epoch, self.shuffle)
+        bs = self.batch_size
+        for b in range(self.start_batch, len(self)):
+            yield order[b * bs : (b + 1) * bs].tolist()
 
 
 class StreamLoader:
-    """A tuned ``DataLoader`` behind the same interface as :class:`TensorLoader`.
+    """Images decoded per batch by ``DataLoader`` workers, then augmented and normalized like a TensorLoader.
 
-    The batch order of epoch ``e`` is a function of ``(seed, e)``; the random transforms run in
-    worker processes and are reproducible only without persistent workers.
+    Args:
+        dataset: a map-style dataset of ``(uint8 (C, H, W) tensor, int label, problem)``, every image of one
+            size, ``problem`` an error message or ``""`` (:class:`superconv.data.images.ImageFiles`).
+        num_workers: decoding processes (0: decode in this process). They are persistent, and draw no random
+            numbers: the order and the augmentation come from ``(seed, epoch)`` in this process.
+        skip_bad_images: leave out of their batch the images that fail to decode (listed in ``skipped``)
+            instead of stopping with a :class:`~superconv.errors.DataError` that names them.
+
+    The other arguments are :class:`TensorLoader`'s.
     """
 
     def __init__(
@@ -316,66 +273,97 @@ class StreamLoader:
         dataset: Any,
         *,
         batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
         device: str | torch.device = "cpu",
         shuffle: bool = False,
         drop_last: bool = False,
+        augment: bool = False,
+        pad: int = 0,
+        flip: bool = False,
         seed: int = 0,
         num_workers: int = 0,
+        skip_bad_images: bool = False,
     ) -> None:
-        _check_positive_int("batch_size", batch_size, DataError)
         n = len(dataset)
-        if drop_last and batch_size > n:
-            raise DataError(
-                f"The batch size {batch_size} is larger than the {n} training images, so an epoch "
-                f"would have no full batch; use --batch-size {_pow2_at_most(n)} or smaller (or more images)"
-            )
+        _check_sizes(batch_size, n, drop_last, "images")
+        self.dataset = dataset
         self.device = canonical_device(device)
         self.batch_size = batch_size
         self.dataset_size = n
         self.seed = seed
         self.epoch = 0
-        self._generator = torch.Generator()
-        pin = self.device.type == "cuda"
-        self._loader = torch.utils.data.DataLoader(
+        self._start_batch = 0
+        self.num_workers = num_workers
+        self.skip_bad_images = skip_bad_images
+        self.skipped: list[str] = []  # messages of the images left out (skip_bad_images)
+        self.transform = BatchTransform(
+            mean=mean, std=std, device=self.device, augment=augment, pad=pad, flip=flip, output_size=None
+        )
+        self._sampler = EpochBatchSampler(n, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
+        self._loader = DataLoader(
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
+            batch_sampler=self._sampler,
             num_workers=num_workers,
-            pin_memory=pin,
+            pin_memory=self.device.type == "cuda",
             persistent_workers=num_workers > 0,
-            generator=self._generator,
+            # The loader draws its workers' base seed from this generator, not from torch's global stream:
+            # creating an iterator (first epoch, or a resumed one) must not shift the model's random numbers.
+            generator=torch.Generator().manual_seed(seed),
         )
 
-    def __len__(self) -> int:
-        return len(self._loader)
+    @property
+    def augment(self) -> bool:
+        """Whether batches are augmented (random crop, and flip when :attr:`flip`)."""
+        return self.transform.augment
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration epoch ``epoch`` (its shuffle depends on (seed, epoch) only)."""
-        if epoch < 0:
-            raise ConfigError(f"Expected epoch >= 0, but got {epoch}")
+    @property
+    def flip(self) -> bool:
+        """Whether augmentation flips images horizontally."""
+        return self.transform.flip
+
+    def __len__(self) -> int:
+        return len(self._sampler)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Make the next iteration epoch ``epoch``, starting at batch ``start_batch`` (skipped ones not decoded)."""
+        _check_epoch(epoch, start_batch, len(self))
         self.epoch = epoch
+        self._start_batch = start_batch
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        # Seed now, not lazily at the first batch, so that set_epoch -> iter behaves like the
-        # TensorLoader (the next plain iteration is the next epoch).
-        self._generator.manual_seed(_epoch_seed(self.seed, self.epoch, 0))
-        self.epoch += 1
-        return self._batches(iter(self._loader))
+        epoch, start = self.epoch, self._start_batch
+        self.epoch, self._start_batch = epoch + 1, 0
+        self._sampler.epoch, self._sampler.start_batch = epoch, start
+        draws = self.transform.draws(self.seed, epoch, self.dataset_size, self.batch_size, len(self))
+        return self._batches(draws, start, iter(self._loader))
 
-    def _batches(self, batches: Iterator[Any]) -> Iterator[tuple[Tensor, Tensor]]:
-        for x, y in batches:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    def _batches(
+        self, draws: Iterator[Augmentation | None], start: int, batches: Iterator[Any]
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        host_work = self.device.type == "cpu"
+        for b, aug in enumerate(draws):
+            if b < start:
+                continue  # drawn, so that the later batches get the crops of an uninterrupted epoch
+            x, y, problems = next(batches)
+            x, y, aug = self._without_bad(x, y, aug, problems)
+            with single_threaded(host_work):
+                x = self.transform(x.to(self.device, non_blocking=True), aug)
+                y = y.to(self.device, non_blocking=True)
+            yield x, y
 
-
-# --------------------------------------------------------------------------------------------
-# Validation helpers
-
-
-def _check_positive_int(name: str, value: Any, error: type[ConfigError] = ConfigError) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise error(f"Expected {name} to be a positive integer, but got {value!r}")
-
-
-def _pow2_at_most(n: int) -> int:
-    return 1 << max(0, n.bit_length() - 1)
+    def _without_bad(
+        self, x: Tensor, y: Tensor, aug: Augmentation | None, problems: Sequence[str]
+    ) -> tuple[Tensor, Tensor, Augmentation | None]:
+        """The batch without the images that failed to decode; or the error that names them."""
+        bad = [i for i, problem in enumerate(problems) if problem]
+        if not bad:
+            return x, y, aug
+        if not self.skip_bad_images:
+            more = f" (and {len(bad) - 1} more file(s) of this batch)" if len(bad) > 1 else ""
+            raise DataError(f"{problems[bad[0]]}{more}; or pass --skip-bad-images (skip_bad_images=True)")
+        self.skipped += [problems[i] for i in bad]
+        keep = torch.tensor([i for i in range(len(problems)) if not problems[i]], dtype=torch.int64)
+        if aug is not None:
+            aug = Augmentation(aug.dy[keep], aug.dx[keep], aug.flips[keep])
+        return x.index_select(0, keep), y.index_select(0, keep), aug
