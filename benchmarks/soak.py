@@ -94,7 +94,7 @@ def main() -> None:
         f"| epochs | RSS at epoch 5 | RSS at the end | growth | max RSS | temp files left | child processes |\n"
         f"|---|---|---|---|---|---|---|\n"
         f"| {result.epochs} | {warm:.0f} MiB | {probe.rss[-1]:.0f} MiB | {report['growth_after_epoch_5_mib']:+.1f} MiB "
-        f"| {report['max_rss_mib']:.0f} MiB | {len(leftovers)} | {len(report['child_processes_left'])} |\n"
+        f"| {report['max_rss_mib']:.0f} MiB | {len(leftovers)} | {len(children())} |\n"
     )
     args.out.with_suffix(".md").write_text(text)
     print(text)

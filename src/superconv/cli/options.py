@@ -74,8 +74,22 @@ def data_model_options(f: Any) -> Any:
             "--image-size",
             type=click.IntRange(min=8),
             default=None,
-            help="Square input side (imagefolder default 224).",
+            help="Square input side (imagefolder default: from the images; pretrained: the weights' size).",
         ),
+        click.option(
+            "--flip/--no-flip",
+            default=None,
+            help="Flip augmentation and flip TTA (default: where the dataset's labels survive a flip; not for "
+            "imagefolder).",
+        ),
+        click.option(
+            "--cache-budget",
+            type=click.IntRange(min=0),
+            default=None,
+            metavar="BYTES",
+            help="imagefolder: decode into memory when it fits this (default 25%% of available memory; 0: stream).",
+        ),
+        click.option("--skip-bad-images", is_flag=True, help="imagefolder: leave unreadable files out (counted)."),
         click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers (imagefolder)."),
         click.option(
             "--model",
@@ -151,8 +165,10 @@ def load(opts: dict[str, Any], batch_size: int) -> Any:
 
     from superconv.data import load_data
     from superconv.device import resolve_device
+    from superconv.models import pretrained_input_size
 
     torch.manual_seed(opts["seed"])
+    model = opts["model"] or base_recipe(opts).model
     return load_data(
         opts["dataset"],
         data_dir=opts["data_dir"],
@@ -163,6 +179,10 @@ def load(opts: dict[str, Any], batch_size: int) -> Any:
         subset=opts["subset"],
         num_workers=opts["workers"],
         image_size=opts["image_size"],
+        pretrained_size=pretrained_input_size(model, opts["pretrained"]),
+        cache_budget=opts["cache_budget"],
+        flip=opts["flip"],
+        skip_bad_images=opts["skip_bad_images"],
     )
 
 

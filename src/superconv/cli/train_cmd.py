@@ -152,11 +152,11 @@ def _run(opts: dict[str, Any], *, resume: bool, budget: Any) -> None:
     data = load(opts, opts["batch_size"] or base_recipe(opts).batch_size)
     recipe, decisions = _recipe(opts, data)
     if recipe.batch_size != data.train.batch_size:
-        data = load(opts, recipe.batch_size)
+        data = data.with_batch_size(recipe.batch_size)
     model = build(opts, recipe, data)
     config = _config(opts, recipe, data, decisions)
     write_json(out / "config.json", config)  # before training: a run killed at any moment can be resumed
-    _echo_header(data, recipe, decisions, out)
+    _echo_header(opts, data, recipe, decisions, out)
     result = fit(
         model, data.train, data.val, epochs=recipe.epochs, max_lr=opts["max_lr"], optimizer=recipe.optimizer,
         weight_decay=recipe.weight_decay, label_smoothing=recipe.label_smoothing, schedule=opts["schedule_name"],
@@ -206,12 +206,15 @@ def _config(opts: dict[str, Any], recipe: Any, data: Any, decisions: dict[str, s
     }
 
 
-def _echo_header(data: Any, recipe: Any, decisions: dict[str, str], out: Path) -> None:
+def _echo_header(opts: dict[str, Any], data: Any, recipe: Any, decisions: dict[str, str], out: Path) -> None:
+    from superconv.models import describe_model
+
+    model = describe_model(recipe.model, recipe.width, opts["pretrained"])
     click.echo(
         f"superconv train: {data.name} ({data.train_size} training images, {data.num_classes} classes), "
-        f"{_describe_model(recipe.model, recipe.width)}, {recipe.optimizer}, batch {recipe.batch_size} -> {out}"
+        f"{model}, {recipe.optimizer}, batch {recipe.batch_size} -> {out}"
     )
-    for name, why in decisions.items():
+    for name, why in {**(getattr(data, "decisions", None) or {}), **decisions}.items():
         click.echo(f"  {name}: {why}")
 
 
@@ -233,9 +236,3 @@ def _print_summary(result: Any, out: Path) -> None:
         lines.append(f"{result.skipped_steps} updates skipped by the fp16 GradScaler (inf/NaN gradients)")
     click.echo("\n".join(lines))
     click.echo(f"run directory: {out} (metrics.json, epochs.csv, config.json, best.pt, last.pt, *.png)")
-
-
-def _describe_model(name: str, width: int) -> str:
-    from superconv.models import BUILTIN_MODELS
-
-    return f"{name} width {width}" if name in BUILTIN_MODELS else name

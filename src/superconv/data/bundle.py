@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from superconv.data.loaders import Loader
 
@@ -34,3 +34,13 @@ class DataBundle:
     # True: every image decoded once and held in memory (TensorLoader); False: decoded from files per batch.
     cached: bool = True
     decisions: dict[str, str] = field(default_factory=dict)
+
+    def with_batch_size(self, batch_size: int, eval_batch_size: int | None = None) -> DataBundle:
+        """The same splits in training batches of ``batch_size`` (evaluation: ``eval_batch_size``, default 2x)."""
+        eval_bs = eval_batch_size or 2 * batch_size
+        return replace(
+            self,
+            train=self.train.with_batch_size(batch_size),
+            val=self.val.with_batch_size(eval_bs) if self.val is not None else None,
+            test=self.test.with_batch_size(eval_bs) if self.test is not None else None,
+        )

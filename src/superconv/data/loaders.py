@@ -17,6 +17,7 @@ workers or not.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -43,6 +44,8 @@ class Loader(Protocol):
     def __len__(self) -> int: ...
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
+
+    def with_batch_size(self, batch_size: int) -> Loader: ...
 
 
 def _pow2_at_most(n: int) -> int:
@@ -143,6 +146,14 @@ class TensorLoader:
         self._staging: list[Tensor] = []
         self._staging_events: list[Any] = []
         self._slot = 0
+
+    def with_batch_size(self, batch_size: int) -> TensorLoader:
+        """The same data, order and augmentation in batches of ``batch_size`` (the tensors are shared, not copied)."""
+        _check_sizes(batch_size, self.dataset_size, self.drop_last, "examples")
+        other = copy.copy(self)
+        other.batch_size = batch_size
+        other._staging, other._staging_events, other._slot = [], [], 0
+        return other
 
     @property
     def augment(self) -> bool:
@@ -287,6 +298,11 @@ class StreamLoader:
     ) -> None:
         n = len(dataset)
         _check_sizes(batch_size, n, drop_last, "images")
+        self._options: dict[str, Any] = {
+            "batch_size": batch_size, "mean": mean, "std": std, "device": device, "shuffle": shuffle,
+            "drop_last": drop_last, "augment": augment, "pad": pad, "flip": flip, "seed": seed,
+            "num_workers": num_workers, "skip_bad_images": skip_bad_images,
+        }  # fmt: skip
         self.dataset = dataset
         self.device = canonical_device(device)
         self.batch_size = batch_size
@@ -321,6 +337,10 @@ class StreamLoader:
     def flip(self) -> bool:
         """Whether augmentation flips images horizontally."""
         return self.transform.flip
+
+    def with_batch_size(self, batch_size: int) -> StreamLoader:
+        """The same files, order and augmentation in batches of ``batch_size`` (new workers)."""
+        return StreamLoader(self.dataset, **{**self._options, "batch_size": batch_size})
 
     def __len__(self) -> int:
         return len(self._sampler)

@@ -27,6 +27,8 @@ from superconv.train.speed import CPU_CANDIDATES, Format, fastest_cpu_format, ti
 from superconv.train.state import FitResult, FitState
 
 DTYPES = {name: dtype for dtype, name in PRECISION_NAMES.items()}
+#: The range test's share of a time budget at most, and its fewest updates.
+RANGE_TEST_SHARE, MIN_RANGE_TEST_ITERS = 0.15, 20
 #: Set to pin the CPU format instead of measuring it: the same numbers on every machine.
 FORMAT_ENV = "SUPERCONV_CPU_FORMAT"
 PINNED_FORMATS = {
@@ -161,6 +163,8 @@ def choose_max_lr(
     from superconv.finder import LRFinder
     from superconv.finder.lr_finder import DEFAULT_START_LR
 
+    range_kwargs = dict(options.range_test_kwargs or {})
+    _cap_range_test(setup, options, range_kwargs)
     t0 = time.perf_counter()
     finder = LRFinder(setup.forward_model, setup.optimizer, setup.criterion, device=setup.device)
     result = finder.range_test(
@@ -171,7 +175,7 @@ def choose_max_lr(
             "progress": progress_enabled(options.progress),
             "accumulation_steps": options.accumulation_steps,  # the LR for the batch the run will train with
             "start_lr": DEFAULT_START_LR,  # (torch-lr-finder's None would start at the optimizer's LR)
-            **(options.range_test_kwargs or {}),
+            **range_kwargs,
         },
     )
     seconds = time.perf_counter() - t0
@@ -185,6 +189,20 @@ def choose_max_lr(
     if options.verbose:
         print(f"LR range test: suggested max_lr={max_lr:.3g} ({seconds:.1f} s)")
     return max_lr, shape, result, seconds
+
+
+def _cap_range_test(setup: Setup, options: FitOptions, range_kwargs: dict[str, Any]) -> None:
+    """Under a time budget the range test takes at most :data:`RANGE_TEST_SHARE` of it (at least 20 updates)."""
+    budget, per_update = options.time_budget, setup.seconds_per_update
+    if not isinstance(budget, TimeBudget) or not per_update:
+        return
+    planned = int(range_kwargs.get("num_iter", 100))
+    cap = max(MIN_RANGE_TEST_ITERS, int(RANGE_TEST_SHARE * budget.seconds / (per_update * options.accumulation_steps)))
+    if cap < planned:
+        range_kwargs["num_iter"] = cap
+        setup.decisions["range_test"] = (
+            f"{cap} updates instead of {planned}: at most {RANGE_TEST_SHARE:.0%} of the {budget.seconds:.0f} s budget"
+        )
 
 
 def run_length(
