@@ -79,6 +79,18 @@ class Seconds(click.ParamType):
 )
 @click.option("--no-ema", is_flag=True, help="No weight average, whatever the recipe says.")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
+@click.option(
+    "--head-epochs",
+    type=click.IntRange(min=0),
+    default=None,
+    help="With --pretrained: epochs training the new head alone before the whole network (default 1; 0: none).",
+)
+@click.option(
+    "--body-lr-factor",
+    type=FiniteFloat(0, 1, min_open=True),
+    default=None,
+    help="With --pretrained: the body's peak LR as a fraction of the head's (default 0.1).",
+)
 @click.option("--range-iters", type=click.IntRange(min=10), default=None, help="Updates in the LR range test.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/train-<time>).")
 @click.option("--overwrite", is_flag=True, help="Replace the earlier run in --out (its files are deleted).")
@@ -146,7 +158,6 @@ def _recipe(opts: dict[str, Any], data: Any) -> tuple[Any, dict[str, str]]:
 
 def _run(opts: dict[str, Any], *, resume: bool, budget: Any) -> None:
     from superconv.train.report import write_run
-    from superconv.train.trainer import fit
 
     out: Path = opts["out"]
     data = load(opts, opts["batch_size"] or base_recipe(opts).batch_size)
@@ -157,8 +168,9 @@ def _run(opts: dict[str, Any], *, resume: bool, budget: Any) -> None:
     config = _config(opts, recipe, data, decisions)
     write_json(out / "config.json", config)  # before training: a run killed at any moment can be resumed
     _echo_header(opts, data, recipe, decisions, out)
-    result = fit(
-        model, data.train, data.val, epochs=recipe.epochs, max_lr=opts["max_lr"], optimizer=recipe.optimizer,
+    train, tuning = _trainer(opts)
+    result = train(
+        model, data.train, data.val, **tuning, epochs=recipe.epochs, max_lr=opts["max_lr"], optimizer=recipe.optimizer,
         weight_decay=recipe.weight_decay, label_smoothing=recipe.label_smoothing, schedule=opts["schedule_name"],
         schedule_kwargs=_shape(opts, recipe), accumulation_steps=opts["accumulation"], device=opts["device"],
         precision=opts["precision"], channels_last="auto" if opts["channels_last"] is None else opts["channels_last"],
@@ -174,6 +186,19 @@ def _run(opts: dict[str, Any], *, resume: bool, budget: Any) -> None:
         sys.exit(130)
     if result.diverged:
         sys.exit(1)
+
+
+def _trainer(opts: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``fit``, or with pretrained weights ``fine_tune`` (head first, then the whole net with a lower body LR)."""
+    from superconv.train.finetune import BODY_LR_FACTOR, fine_tune
+    from superconv.train.trainer import fit
+
+    head_epochs = 1 if opts["head_epochs"] is None else opts["head_epochs"]
+    if opts["pretrained"] is None:
+        if opts["head_epochs"] is not None or opts["body_lr_factor"] is not None:
+            raise click.UsageError("--head-epochs and --body-lr-factor fine-tune pretrained weights: add --pretrained")
+        return fit, {}
+    return fine_tune, {"head_epochs": head_epochs, "body_lr_factor": opts["body_lr_factor"] or BODY_LR_FACTOR}
 
 
 def _shape(opts: dict[str, Any], recipe: Any) -> dict[str, Any]:

@@ -24,10 +24,20 @@ STEP_GAMMA = 0.1
 def build_scheduler(name: str, optimizer: Optimizer, lr: float, total_steps: int, **one_cycle: Any) -> LRScheduler:
     """A scheduler for ``name`` peaking at (one-cycle) or starting from (baselines) ``lr``.
 
-    ``one_cycle`` keyword arguments go to :class:`OneCycleLR` for the one-cycle variants.
+    ``one_cycle`` keyword arguments go to :class:`OneCycleLR` for the one-cycle variants. A param group with an
+    ``"lr_scale"`` entry gets ``lr * lr_scale`` (discriminative learning rates: a lower LR for a pretrained body).
     """
     if name not in SCHEDULES:
         raise ConfigError(f"Unknown schedule {name!r}: expected one of {SCHEDULES}")
+    scales = [float(group.get("lr_scale", 1.0)) for group in optimizer.param_groups]
+    if any(s != 1.0 for s in scales):
+        return _scaled(name, optimizer, [lr * s for s in scales], total_steps, one_cycle)
+    return _scaled(name, optimizer, lr, total_steps, one_cycle)
+
+
+def _scaled(
+    name: str, optimizer: Optimizer, lr: float | list[float], total_steps: int, one_cycle: dict[str, Any]
+) -> LRScheduler:
     if name == "one-cycle":
         return OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, **one_cycle)
     if name == "one-cycle-no-tail":
@@ -37,8 +47,9 @@ def build_scheduler(name: str, optimizer: Optimizer, lr: float, total_steps: int
     if name == "fastai":
         keep = {k: v for k, v in one_cycle.items() if k in ("cycle_momentum", "base_momentum", "max_momentum")}
         return OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, preset="fastai", **keep)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    lrs = lr if isinstance(lr, list) else [lr] * len(optimizer.param_groups)
+    for group, group_lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = group_lr
         group.pop("initial_lr", None)
     if name == "constant":
         return ConstantLR(optimizer, factor=1.0, total_iters=0)
