@@ -176,7 +176,7 @@ def measure(run: Run, timeout: float, env: dict[str, str], log: Path) -> Run:
     return run
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("MPLBACKEND", "Agg")
@@ -209,7 +209,7 @@ def train_run(name: str, args: list[str], work: Path, timeout: float, data_dir: 
     """``superconv train ARGS`` (an image folder at ``data_dir``, else Fashion-MNIST's ``subset``), measured."""
     out = work / f"run-{name}"
     command = [sys.executable, "-m", "superconv", "train", *args, "--out", str(out), "--no-progress"]
-    run = measure(Run(name, command), timeout, _env(), work / f"{name}.log")
+    run = measure(Run(name, command), timeout, child_env(), work / f"{name}.log")
     if data_dir is not None:
         _read_run_dir(run, out, data_dir, "imagefolder", None)
     else:
@@ -247,7 +247,7 @@ def large_run(work: Path, count: int, budget: int, timeout: float, source: Path)
             _save_jpegs(images, idx, root / f"{c}")
     written = time.perf_counter() - started
     command = [sys.executable, "-c", _LARGE_SNIPPET, str(root), str(budget)]
-    run = measure(Run("large-stream", command), timeout, _env(), work / "large.log")
+    run = measure(Run("large-stream", command), timeout, child_env(), work / "large.log")
     report: dict[str, Any] = {"images": per_class * 10, "cache_budget": budget, "write_seconds": written}
     report.update(asdict(run))
     lines = [line for line in run.log_tail.splitlines() if line.startswith("{")]

@@ -13,7 +13,10 @@ from typing import Any
 
 import click
 
-from superconv.cli import compare_cmd, find_lr_cmd, schedule_cmd, train_cmd  # noqa: F401  (they register commands)
+import superconv.cli.compare_cmd
+import superconv.cli.find_lr_cmd
+import superconv.cli.schedule_cmd
+import superconv.cli.train_cmd  # noqa: F401
 from superconv.cli.group import cli
 from superconv.errors import CheckpointError, ConfigError
 

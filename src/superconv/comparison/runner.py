@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+import superconv.comparison.speedups as speedups
 from superconv.checks import one_of, positive_float, positive_int
-from superconv.comparison import speedups
 from superconv.comparison.report import CompareReport
 from superconv.comparison.runs import Run, TestCurveRecorder
 from superconv.device import resolve_device, resolve_precision, use_channels_last

@@ -40,9 +40,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+import superconv.finder.amp as amp
+import superconv.finder.plotting as plotting
+import superconv.finder.suggest as suggest
 from superconv.device import resolve_device
 from superconv.errors import ConfigError
-from superconv.finder import amp, plotting, suggest
 from superconv.finder.batches import BatchLoss, LossFn, TrainBatches, loader_kind
 from superconv.finder.plan import SweepPlan, make_plan
 from superconv.finder.result import RangeTestResult

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -21,7 +21,37 @@ from superconv.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
 
-    from superconv.finder.result import RangeTestResult
+
+class Curve(Protocol):
+    """What the detailed figure reads (a :class:`~superconv.finder.result.RangeTestResult` has it all)."""
+
+    @property
+    def lrs(self) -> Sequence[float]: ...
+
+    @property
+    def losses(self) -> Sequence[float]: ...
+
+    @property
+    def smoothed_losses(self) -> Sequence[float]: ...
+
+    @property
+    def curve(self) -> Sequence[float]: ...
+
+    @property
+    def loss_kind(self) -> str: ...
+
+    @property
+    def estimates(self) -> Mapping[str, float]: ...
+
+    @property
+    def estimator(self) -> str: ...
+
+    @property
+    def suggestion(self) -> float: ...
+
+    @property
+    def quality(self) -> str: ...
+
 
 #: Backends on which ``pyplot.show()`` can only warn (a headless server): the figure is not shown there.
 NON_INTERACTIVE = ("agg", "pdf", "svg", "ps", "cairo", "template")
@@ -84,7 +114,7 @@ def _loss_near(history: Mapping[str, Sequence[float]], lr: float) -> float:
 
 
 def plot_result(
-    result: RangeTestResult,
+    result: Curve,
     path: str | os.PathLike[str] | None = None,
     ax: Axes | None = None,
     *,

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import superconv.finder.suggest as suggest
 from superconv import files
 from superconv.errors import ConfigError
-from superconv.finder import suggest
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes

@@ -37,8 +37,8 @@ from typing import Literal
 
 import numpy as np
 
+import superconv.finder.confidence as conf
 from superconv.errors import ConfigError
-from superconv.finder import confidence as conf
 
 Quality = Literal["ok", "flat", "noisy", "no-descent", "too-short", "diverged-immediately"]
 

@@ -43,10 +43,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+import superconv.finder.confidence as conf
+import superconv.finder.suggest as suggest
 from superconv import checks
 from superconv.errors import ConfigError
-from superconv.finder import confidence as conf
-from superconv.finder import suggest
 from superconv.finder.batches import LossFn, check_loader, cycle, to_device
 from superconv.finder.probe import ProbeConfig, ProbeOutcome, run_probe
 from superconv.finder.result import RangeTestResult

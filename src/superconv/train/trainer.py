@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+import superconv.train.loop as loop
+import superconv.train.setup as setup
 from superconv.errors import ConfigError
-from superconv.train import loop, setup
 from superconv.train.budget import TimeBudget
 from superconv.train.checkpointing import BestCheckpoint, Checkpointer, load_last
 from superconv.train.early_stopping import MONITORS, EarlyStopping
