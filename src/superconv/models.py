@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from superconv.checks import positive_int
 from superconv.errors import CheckpointError, ConfigError
+from superconv.files import load_plain
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -267,7 +268,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
             "saved by torch.save(model.state_dict(), path)"
         )
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = load_plain(path)
     except Exception as exc:  # unpickling raises many types; all mean "not a usable weights file"
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(

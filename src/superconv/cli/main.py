@@ -50,6 +50,11 @@ def process_started() -> float:
     return now - age if 0 <= age < 60 else now
 
 
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (a message that lists several things may span lines)."""
+    return " ".join(str(exc).split())
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"superconv: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except (ConfigError, CheckpointError) as exc:
-        click.echo(f"superconv: error: {exc}", err=True)
+        click.echo(f"superconv: error: {one_line(exc)}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

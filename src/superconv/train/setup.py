@@ -18,7 +18,7 @@ from superconv.errors import ConfigError
 from superconv.schedule.baselines import ONE_CYCLE_SCHEDULES, build_scheduler
 from superconv.schedule.steps import UpdateCounter
 from superconv.schedule.steps import total_steps as count_total_steps
-from superconv.train.budget import TimeBudget, plan_updates
+from superconv.train.budget import MIN_UPDATES, TimeBudget, plan_updates
 from superconv.train.checkpointing import PRECISION_NAMES
 from superconv.train.optim import make_optimizer
 from superconv.train.options import FitOptions
@@ -59,6 +59,8 @@ def prepare(
 ) -> FitState:
     """Device, format, optimizer, LR (range test or checkpoint), length, schedule: the run's state at update 0."""
     setup = build(model, train_loader, options, saved)
+    if saved is None and isinstance(options.time_budget, TimeBudget):
+        _check_budget(setup, model, train_loader, options)
     saved_max_lr = float(saved["max_lr"]) if saved is not None else None
     max_lr, shape, range_result, range_seconds = choose_max_lr(setup, train_loader, options, saved_max_lr)
     batches = len(train_loader)
@@ -189,6 +191,25 @@ def choose_max_lr(
     if options.verbose:
         print(f"LR range test: suggested max_lr={max_lr:.3g} ({seconds:.1f} s)")
     return max_lr, shape, result, seconds
+
+
+def _check_budget(setup: Setup, model: nn.Module, train_loader: Any, options: FitOptions) -> None:
+    """Measure the update time now, and refuse a budget too small for the shortest cycle before any range test."""
+    if not setup.seconds_per_update:
+        setup.seconds_per_update = time_updates(
+            model, setup.optimizer, train_loader, setup.device, setup.autocast_dtype, setup.channels_last
+        )
+    budget = options.time_budget
+    assert isinstance(budget, TimeBudget)
+    per_update = setup.seconds_per_update * options.accumulation_steps
+    needed = (MIN_RANGE_TEST_ITERS + MIN_UPDATES) * per_update
+    if budget.remaining() - options.budget_reserve < needed:
+        raise ConfigError(
+            f"The time budget of {budget.seconds:.0f} s leaves {max(budget.remaining(), 0.0):.1f} s, but a range "
+            f"test and the shortest cycle need about {needed:.1f} s here ({1000 * per_update:.0f} ms per update): "
+            f"give a larger --time-budget (at least {math.ceil(needed - budget.remaining()) + 1} s more), a "
+            "smaller model or a smaller batch"
+        )
 
 
 def _cap_range_test(setup: Setup, options: FitOptions, range_kwargs: dict[str, Any]) -> None:
