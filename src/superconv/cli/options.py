@@ -87,7 +87,7 @@ def data_model_options(f: Any) -> Any:
             type=click.IntRange(min=0),
             default=None,
             metavar="BYTES",
-            help="imagefolder: decode into memory when it fits this (default 25%% of available memory; 0: stream).",
+            help="imagefolder: decode into memory when it fits this (default 25% of available memory; 0: stream).",
         ),
         click.option("--skip-bad-images", is_flag=True, help="imagefolder: leave unreadable files out (counted)."),
         click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers (imagefolder)."),
@@ -117,11 +117,13 @@ def data_model_options(f: Any) -> Any:
             type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
             default="auto",
             show_default=True,
+            help="auto: bf16 on GPUs that compute it natively; on the CPU the faster of fp32 and bf16, measured "
+            "(SUPERCONV_CPU_FORMAT=fp32 pins it).",
         ),
         click.option(
             "--channels-last/--no-channels-last",
             default=None,
-            help="Memory format for convolutions (default: on for GPUs and bf16 CPUs).",
+            help="Memory format for convolutions (default: on GPUs; on the CPU whichever is faster, measured).",
         ),
         click.option("--seed", type=int, default=0, show_default=True),
     ]
