@@ -29,6 +29,9 @@ _EXPORTS: dict[str, str] = {
     "Callback": "superconv.train.events",
     "EarlyStopping": "superconv.train.early_stopping",
     "compare": "superconv.comparison.runner",
+    "fine_tune": "superconv.train.finetune",
+    "WeightEMA": "superconv.train.ema",
+    "TimeBudget": "superconv.train.budget",
 }
 
 __all__ = [
@@ -40,9 +43,12 @@ __all__ = [
     "OneCycleLR",
     "OneCycleSchedule",
     "RangeTestResult",
+    "TimeBudget",
     "UpdateCounter",
+    "WeightEMA",
     "__version__",
     "compare",
+    "fine_tune",
     "fit",
     "total_steps",
 ]
@@ -53,8 +59,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from superconv.schedule.one_cycle import PRESETS, OneCycleSchedule
     from superconv.schedule.scheduler import OneCycleLR
     from superconv.schedule.steps import UpdateCounter, total_steps
+    from superconv.train.budget import TimeBudget
     from superconv.train.early_stopping import EarlyStopping
+    from superconv.train.ema import WeightEMA
     from superconv.train.events import Callback
+    from superconv.train.finetune import fine_tune
     from superconv.train.state import FitResult
     from superconv.train.trainer import fit
 
