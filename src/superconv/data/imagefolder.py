@@ -19,8 +19,10 @@ What the folder holds (layout, classes, files, unreadable headers) is :mod:`supe
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,20 +176,20 @@ def _cached_loaders(
     for name, (images, labels) in decoded.items():
         train = name == "train"
         loaders[name] = TensorLoader(
-            images.to(storage),
-            labels.to(storage),
-            batch_size=opts.batch_size if train else opts.eval_batch_size,
-            mean=mean,
-            std=std,
-            device=opts.device,
-            shuffle=train,
-            drop_last=train,
-            augment=opts.augment and train,
-            pad=_pad(size),
-            flip=bool(opts.flip),
-            seed=opts.seed,
+            images.to(storage), labels.to(storage), **_loader_options(opts, size, mean, std, train)
         )
     return loaders, resident, bad
+
+
+def _loader_options(
+    opts: FolderOptions, size: int, mean: Sequence[float], std: Sequence[float], train: bool
+) -> dict[str, Any]:
+    """What a split's loader gets, cached or streamed alike (so both give the same batches)."""
+    return {
+        "batch_size": opts.batch_size if train else opts.eval_batch_size, "mean": mean, "std": std,
+        "device": opts.device, "shuffle": train, "drop_last": train, "augment": opts.augment and train,
+        "pad": _pad(size), "flip": bool(opts.flip), "seed": opts.seed,
+    }  # fmt: skip
 
 
 def _stream_loaders(
@@ -213,16 +215,7 @@ def _stream_loaders(
         is_train = name == "train"
         loaders[name] = StreamLoader(
             ImageFiles(files.paths, files.labels.tolist(), size),
-            batch_size=opts.batch_size if is_train else opts.eval_batch_size,
-            mean=mean,
-            std=std,
-            device=opts.device,
-            shuffle=is_train,
-            drop_last=is_train,
-            augment=opts.augment and is_train,
-            pad=_pad(size),
-            flip=bool(opts.flip),
-            seed=opts.seed,
+            **_loader_options(opts, size, mean, std, is_train),
             num_workers=workers,
             skip_bad_images=opts.skip_bad_images,
         )

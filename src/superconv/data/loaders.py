@@ -70,7 +70,33 @@ def _check_epoch(epoch: int, start_batch: int, batches: int) -> None:
         )
 
 
-class TensorLoader:
+class _Augmented:
+    """What both loaders say about their :class:`~superconv.data.batching.BatchTransform`."""
+
+    transform: BatchTransform
+
+    @property
+    def augment(self) -> bool:
+        """Whether batches are augmented (random crop, and flip when :attr:`flip`)."""
+        return self.transform.augment
+
+    @property
+    def pad(self) -> int:
+        """The random crop's padding in pixels."""
+        return self.transform.pad
+
+    @property
+    def flip(self) -> bool:
+        """Whether augmentation flips images horizontally."""
+        return self.transform.flip
+
+    @property
+    def output_size(self) -> int | None:
+        """The side batches are resized to on the device (None: the stored size)."""
+        return self.transform.output_size
+
+
+class TensorLoader(_Augmented):
     """Batches from in-memory uint8 NCHW images; augmentation and normalization on the device.
 
     Args:
@@ -154,26 +180,6 @@ class TensorLoader:
         other.batch_size = batch_size
         other._staging, other._staging_events, other._slot = [], [], 0
         return other
-
-    @property
-    def augment(self) -> bool:
-        """Whether batches are augmented (random crop, and flip when :attr:`flip`)."""
-        return self.transform.augment
-
-    @property
-    def pad(self) -> int:
-        """The random crop's padding in pixels."""
-        return self.transform.pad
-
-    @property
-    def flip(self) -> bool:
-        """Whether augmentation flips images horizontally."""
-        return self.transform.flip
-
-    @property
-    def output_size(self) -> int | None:
-        """The side batches are resized to on the device (None: the stored size)."""
-        return self.transform.output_size
 
     def __len__(self) -> int:
         return num_batches(self.dataset_size, self.batch_size, self.drop_last)
@@ -265,7 +271,7 @@ class EpochBatchSampler(Sampler[list[int]]):
             yield order[b * bs : (b + 1) * bs].tolist()
 
 
-class StreamLoader:
+class StreamLoader(_Augmented):
     """Images decoded per batch by ``DataLoader`` workers, then augmented and normalized like a TensorLoader.
 
     Args:
@@ -327,16 +333,6 @@ class StreamLoader:
             # creating an iterator (first epoch, or a resumed one) must not shift the model's random numbers.
             generator=torch.Generator().manual_seed(seed),
         )
-
-    @property
-    def augment(self) -> bool:
-        """Whether batches are augmented (random crop, and flip when :attr:`flip`)."""
-        return self.transform.augment
-
-    @property
-    def flip(self) -> bool:
-        """Whether augmentation flips images horizontally."""
-        return self.transform.flip
 
     def with_batch_size(self, batch_size: int) -> StreamLoader:
         """The same files, order and augmentation in batches of ``batch_size`` (new workers)."""

@@ -20,6 +20,25 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def eval_logits(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    channels_last: bool,
+    tta: bool,
+) -> torch.Tensor:
+    """The model's logits for a batch, in the run's format; with ``tta`` plus those of the flipped batch."""
+    inputs = inputs.to(device, non_blocking=True)
+    if channels_last and inputs.ndim == 4:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    with autocast(device, autocast_dtype):
+        logits = model(inputs)
+        if tta:
+            logits = logits + model(inputs.flip(-1))
+    return logits
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -41,14 +60,8 @@ def evaluate(
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = 0
     for inputs, labels in loader:
-        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if channels_last and inputs.ndim == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with autocast(device, autocast_dtype):
-            logits = model(inputs)
-            if tta:
-                logits = logits + model(inputs.flip(-1))
-        logits = logits.float()
+        labels = labels.to(device, non_blocking=True)
+        logits = eval_logits(model, inputs, device, autocast_dtype, channels_last, tta).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
         count += labels.shape[0]

@@ -25,7 +25,7 @@ from torch import nn
 
 from superconv import rng
 from superconv.files import write_json
-from superconv.train.evaluation import autocast
+from superconv.train.evaluation import autocast, eval_logits
 
 #: CPU formats tried when precision and channels_last are "auto": (autocast dtype, channels_last).
 CPU_CANDIDATES: tuple[tuple[torch.dtype | None, bool], ...] = (
@@ -133,13 +133,7 @@ def time_eval(
         with _same_epoch(loader):
             for i, (inputs, _labels) in enumerate(loader):
                 t0 = time.perf_counter()
-                inputs = inputs.to(device)
-                if channels_last and inputs.ndim == 4:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
-                with autocast(device, autocast_dtype):
-                    out = model(inputs)
-                    if tta:
-                        out = out + model(inputs.flip(-1))
+                eval_logits(model, inputs, device, autocast_dtype, channels_last, tta)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 if i > 0:
