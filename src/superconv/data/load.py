@@ -9,6 +9,7 @@ images, decoded once when it fits the cache budget, and streamed from the files 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -126,40 +127,34 @@ def load_data(
         ConfigError: an invalid argument.
     """
     key = _dataset_key(name)
-    positive_int("batch_size", batch_size)
-    if eval_batch_size is not None:
-        positive_int("eval_batch_size", eval_batch_size)
-    fraction("val_fraction", val_fraction, hint="e.g. 0.1, or 0 for no validation set")
-    for arg, value in (("subset", subset), ("image_size", image_size), ("pretrained_size", pretrained_size)):
-        if value is not None:
-            positive_int(arg, value)
-    for arg, value in (("num_workers", num_workers), ("cache_budget", cache_budget)):
-        if value is not None:
-            non_negative_int(arg, value)
-    for arg, value in (("augment", augment), ("skip_bad_images", skip_bad_images), ("flip", flip)):
-        if not isinstance(value, bool) and not (arg == "flip" and value is None):
-            raise ConfigError(f"Expected {arg} to be True or False, but got {value!r}")
+    _check_arguments(locals())
     dev = _resolve_device(device)
     root = Path(data_dir).expanduser() if data_dir is not None else None
     eval_bs = eval_batch_size or 2 * batch_size
     if key == "imagefolder":
         options = FolderOptions(
-            batch_size=batch_size,
-            eval_batch_size=eval_bs,
-            val_fraction=val_fraction,
-            device=dev,
-            augment=augment,
-            seed=seed,
-            subset=subset,
-            num_workers=num_workers,
-            image_size=image_size,
-            pretrained_size=pretrained_size,
-            cache_budget=cache_budget,
-            flip=flip,
-            skip_bad_images=skip_bad_images,
-        )
+            batch_size=batch_size, eval_batch_size=eval_bs, val_fraction=val_fraction, device=dev, augment=augment,
+            seed=seed, subset=subset, num_workers=num_workers, image_size=image_size, pretrained_size=pretrained_size,
+            cache_budget=cache_budget, flip=flip, skip_bad_images=skip_bad_images,
+        )  # fmt: skip
         return load_imagefolder(root, options)
     return _load_builtin(key, root, batch_size, eval_bs, val_fraction, dev, augment, seed, subset, image_size, flip)
+
+
+def _check_arguments(args: dict[str, Any]) -> None:
+    """load_data's argument checks (``args``: its locals), each with its own message."""
+    positive_int("batch_size", args["batch_size"])
+    fraction("val_fraction", args["val_fraction"], hint="e.g. 0.1, or 0 for no validation set")
+    for arg in ("eval_batch_size", "subset", "image_size", "pretrained_size"):
+        if args[arg] is not None:
+            positive_int(arg, args[arg])
+    for arg in ("num_workers", "cache_budget"):
+        if args[arg] is not None:
+            non_negative_int(arg, args[arg])
+    for arg in ("augment", "skip_bad_images", "flip"):
+        value = args[arg]
+        if not isinstance(value, bool) and not (arg == "flip" and value is None):
+            raise ConfigError(f"Expected {arg} to be True or False, but got {value!r}")
 
 
 def _builtin_splits(

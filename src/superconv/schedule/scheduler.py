@@ -285,20 +285,8 @@ class OneCycleLR(LRScheduler):
             )
         step = self.last_epoch
         if step > self.total_steps:
-            if self.strict:
-                raise ValueError(
-                    f"Tried to step {step} times but total_steps is {self.total_steps} "
-                    "(strict=True; pass strict=False to hold the final LR instead)"
-                )
-            if not self._warned_past_end:
-                self._warned_past_end = True
-                warnings.warn(
-                    f"OneCycleLR stepped past its end ({self.total_steps} steps): holding the final LR "
-                    f"{self.schedules[0].final_lr:.3g}. Give total_steps the number of optimizer updates "
-                    "(superconv.total_steps computes it) to avoid this.",
-                    UserWarning,
-                    stacklevel=3,
-                )
+            _past_the_end(step, self.total_steps, self.strict, self._warned_past_end, self.schedules[0].final_lr)
+            self._warned_past_end = True
         if self.early_finish is not None and step >= self.early_finish[0]:
             finish = EarlyFinish(*self.early_finish)
             if self.cycle_momentum:
@@ -379,4 +367,20 @@ class OneCycleLR(LRScheduler):
             f"OneCycleLR(max_lr={self.max_lrs if len(self.max_lrs) > 1 else self.max_lrs[0]}, "
             f"total_steps={self.total_steps}, step={self.last_epoch}, three_phase={self.three_phase}, "
             f"anneal_strategy={self.anneal_strategy!r})"
+        )
+
+
+def _past_the_end(step: int, total_steps: int, strict: bool, warned: bool, final_lr: float) -> None:
+    """Stepping past ``total_steps``: an error with ``strict``, else one warning (the final LR is held)."""
+    if strict:
+        raise ValueError(
+            f"Tried to step {step} times but total_steps is {total_steps} "
+            "(strict=True; pass strict=False to hold the final LR instead)"
+        )
+    if not warned:
+        warnings.warn(
+            f"OneCycleLR stepped past its end ({total_steps} steps): holding the final LR {final_lr:.3g}. Give "
+            "total_steps the number of optimizer updates (superconv.total_steps computes it) to avoid this.",
+            UserWarning,
+            stacklevel=4,
         )
