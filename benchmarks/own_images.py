@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-budget", type=int, default=20_000_000, help="bytes; below the decoded size")
     parser.add_argument("--out", type=Path, default=RESULTS / "own_images", help="prefix of the .json and .md")
     parser.add_argument("--keep", type=Path, default=None, help="write the folders and run directories here")
+    parser.add_argument("--extra", default="", help="more `superconv train` arguments for every run")
     args = parser.parse_args(argv)
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="own_images-"))
@@ -385,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name in runs:
         run_args, data_dir = plans[name]
-        run = train_run(name, run_args, work, args.timeout, data_dir, subset)
+        run = train_run(name, [*run_args, *args.extra.split()], work, args.timeout, data_dir, subset)
         report["runs"][name] = asdict(run)
         print(f"{name}: exit {run.returncode}, {run.wall_seconds:.1f} s, val {_pct(run.val_accuracy)}", flush=True)
         write_json(args.out.with_suffix(".json"), report)  # after every run: a crash keeps what was measured

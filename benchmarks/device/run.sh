@@ -11,6 +11,8 @@
 #          host cost (benchmarks/ema_update.py)  -> $OUT/time_to_accuracy.{json,md}, $OUT/ema_update.json, bench.log
 #   sweep  superconv's recipe only, 2 seeds per variant of width / epochs / batch / EMA / compile, to choose the
 #          GPU default (recipes.GPU); SWEEP="..." replaces the variants -> $OUT/sweep.tar.gz, $OUT/sweep.log
+#   defaults  benchmarks/defaults.py (issue 16) on the GPU             -> $OUT/defaults.{json,md}
+#   images    benchmarks/own_images.py, and a pretrained mobilenet_v2 fine-tuned on its folder (issue 20)
 # BENCH_ARGS="..." adds arguments to every time_to_accuracy.py call; PYTHON picks the interpreter (python3);
 # WHEELS=none skips installing .whl/. A smoke test of this script on a CPU, here:
 #   OUT=/tmp/out PYTHON=.venv/bin/python WHEELS=none SWEEP=width=8 \
@@ -66,8 +68,21 @@ sweep)
     done
     tar -czf "$OUT/sweep.tar.gz" -C /tmp sweep
     ;;
+defaults)
+    # Issue 16 on a GPU: `superconv train` with no tuning options on Fashion-MNIST, digits and an image folder.
+    "$py" benchmarks/defaults.py --source "$data" --formats measured --budgets "30,60" \
+        --out "$OUT/defaults.json" 2>&1 | tee "$OUT/defaults.log"
+    ;;
+images)
+    # Issue 20 on a GPU: the image-folder benchmark, and the seed's case: a mobilenet_v2 fine-tuned on a folder
+    # (its state dict saved here as the stand-in for ImageNet weights: the machine has no network).
+    "$py" benchmarks/own_images.py --source "$data" --out "$OUT/own_images" 2>&1 | tee "$OUT/images.log"
+    "$py" -c "import torch, torchvision; torch.save(torchvision.models.mobilenet_v2().state_dict(), '/tmp/mnv2.pt')"
+    "$py" benchmarks/own_images.py --source "$data" --runs imagefolder-splits --extra "--model mobilenet_v2 \
+        --pretrained /tmp/mnv2.pt" --out "$OUT/finetune" 2>&1 | tee -a "$OUT/images.log"
+    ;;
 *)
-    echo "run: unknown stage '$stage': expected check, bench or sweep" >&2
+    echo "run: unknown stage '$stage': expected check, bench, sweep, defaults or images" >&2
     exit 2
     ;;
 esac
