@@ -180,3 +180,25 @@ def test_a_run_resumed_while_finishing_its_cycle_ends_bit_identical(tmp_path: Pa
     assert resumed.steps == full.steps
     for (name, a), b in zip(model.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_corrupt_last_checkpoint_falls_back_to_the_one_before_it(tmp_path: Path) -> None:
+    d = _data()
+    kwargs = dict(epochs=3, max_lr=0.01, verbose=False, precision="fp32", progress=False)
+    full_model = _model()
+    fit(full_model, d.train, d.val, **kwargs)
+
+    class StopAfterEpoch2(Callback):
+        def on_epoch_end(self, state: FitState, metrics: dict) -> None:
+            if state.epoch == 1:
+                state.stop_training = True
+
+    fit(_model(), d.train, d.val, out_dir=tmp_path, callbacks=[StopAfterEpoch2()], **kwargs)
+    assert (tmp_path / "last.prev.pt").exists()
+    (tmp_path / "last.pt").write_bytes(b"\x80\x02 half a checkpoint")  # a disk fault
+    resumed = _model(seed=9)
+    with pytest.warns(UserWarning, match=r"last.pt: it is corrupt.*resuming from last.prev.pt"):
+        r = fit(resumed, d.train, d.val, out_dir=tmp_path, resume=True, **kwargs)
+    assert r.epochs == 3  # epoch 2 trained again from the checkpoint after epoch 1
+    for (name, a), b in zip(full_model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
