@@ -254,10 +254,35 @@ def verify(
     )
     t0 = time.perf_counter()
     outcomes = _probe_all(model, optimizer, lrs, train_loader, val_loader, val_batches, config, dev, snapshot_device)
-    if metric == "auto":
-        measured = all(o.val_accuracy is not None for o in outcomes)
-        metric = "accuracy" if measured else "loss"
-    chosen, runner_up = choose(outcomes, metric)
+    resolved: Metric = metric if metric != "auto" else _resolved(outcomes)
+    chosen, runner_up = choose(outcomes, resolved)
+    margin, noise, probes = _judge(outcomes, chosen, runner_up, resolved)
+    return Verification(
+        lr=outcomes[chosen].lr,
+        suggestion=float(result.suggestion),
+        div_factor=float(config.schedule["div_factor"]),
+        metric=resolved,
+        candidates=tuple(outcomes),
+        chosen=chosen,
+        runner_up=runner_up,
+        margin=margin,
+        noise=noise,
+        probe_steps=steps,
+        run_steps=run_steps,
+        seconds=time.perf_counter() - t0,
+        confidence=conf.combine(curve_confidence(result), probes),
+    )
+
+
+def _resolved(outcomes: Sequence[ProbeOutcome]) -> Metric:
+    """``metric="auto"``: accuracy when every probe could measure it, else loss."""
+    return "accuracy" if all(o.val_accuracy is not None for o in outcomes) else "loss"
+
+
+def _judge(
+    outcomes: Sequence[ProbeOutcome], chosen: int, runner_up: int | None, metric: Metric
+) -> tuple[float, float, conf.Confidence]:
+    """The chosen probe's margin over the runner-up, its standard error, and the probes' confidence."""
     margin = noise = math.nan
     if runner_up is not None:
         a, b = outcomes[chosen], outcomes[runner_up]
@@ -275,21 +300,7 @@ def verify(
         noise=noise,
         unit=" pt" if metric == "accuracy" else " loss",
     )
-    return Verification(
-        lr=outcomes[chosen].lr,
-        suggestion=float(result.suggestion),
-        div_factor=float(config.schedule["div_factor"]),
-        metric=metric,
-        candidates=tuple(outcomes),
-        chosen=chosen,
-        runner_up=runner_up,
-        margin=margin,
-        noise=noise,
-        probe_steps=steps,
-        run_steps=run_steps,
-        seconds=time.perf_counter() - t0,
-        confidence=conf.combine(curve_confidence(result), probes),
-    )
+    return margin, noise, probes
 
 
 def curve_confidence(result: RangeTestResult) -> conf.Confidence:
