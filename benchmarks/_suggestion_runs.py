@@ -92,12 +92,16 @@ def range_test(w: Workload, init: dict[str, torch.Tensor], train: Split, seed: i
 def torch_lr_finder_steepest(w: Workload, init: dict[str, torch.Tensor], train: Split, seed: int) -> float:
     """torch-lr-finder's own sweep, and the LR its ``plot(suggest_lr=True)`` returns (computed without a plot)."""
     from torch_lr_finder import LRFinder as TLRFinder
+    from torch_lr_finder import TrainDataLoaderIter
 
     model = fresh(w, init)
     opt = w.make_optimizer(model.parameters(), START_LR)
     finder = TLRFinder(model, opt, w.criterion(), device="cpu")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        finder.range_test(w.train_loader(train, seed), end_lr=END_LR, num_iter=NUM_ITER)
+        loader = w.train_loader(train, seed)
+        if not isinstance(loader, torch.utils.data.DataLoader):  # it takes DataLoaders or its own adapter only
+            loader = TrainDataLoaderIter(loader)
+        finder.range_test(loader, end_lr=END_LR, num_iter=NUM_ITER)
     # torch_lr_finder.LRFinder.plot: skip_start=10, skip_end=5, then np.gradient(losses).argmin()
     lrs, losses = finder.history["lr"][10:-5], finder.history["loss"][10:-5]
     return float(lrs[int(np.gradient(np.array(losses)).argmin())])
