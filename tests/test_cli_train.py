@@ -29,7 +29,9 @@ def test_train_writes_the_run_directory(tmp_path: Path) -> None:
     for key in ("test_accuracy", "best_val_accuracy", "epochs", "max_lr", "train_seconds", "device"):
         assert key in metrics, key
     assert metrics["epochs"] == 4 and metrics["test_accuracy"] > 0.6
-    assert metrics["max_lr"] == pytest.approx(metrics["lr_suggestion"]["suggestion"])
+    # the suggestion, checked by verification probes on the validation split (fit's default)
+    decision = json.loads((out / "config.json").read_text())["decisions"]["max_lr"]
+    assert f"verified max_lr={metrics['max_lr']:.2g}:" in decision
     assert (out / "epochs.csv").read_text().count("\n") == 5
     assert json.loads((out / "config.json").read_text())["options"]["dataset"] == "digits"
     for png in ("lr_finder.png", "schedule.png", "curves.png"):

@@ -58,11 +58,12 @@ def test_without_validation_data_verification_is_skipped_and_said_so() -> None:
     assert r.decisions["max_lr"].endswith("verification skipped: no validation loader to choose with")
 
 
-def test_off_by_default_and_when_asked() -> None:
-    for kw in ({}, {"verify": False}):
-        r = _fit(**kw)
-        assert r.max_lr == r.range_test.suggestion
-        assert r.decisions["max_lr"] == f"range test suggested {r.max_lr:.3g} (verification off)"
+def test_on_by_default_and_off_when_asked() -> None:
+    default, asked = _fit(), _fit(verify=True)
+    assert "verified max_lr=" in default.decisions["max_lr"] and default.max_lr == asked.max_lr
+    r = _fit(verify=False)
+    assert r.max_lr == r.range_test.suggestion
+    assert r.decisions["max_lr"] == f"range test suggested {r.max_lr:.3g} (verification off)"
 
 
 def test_a_non_one_cycle_schedule_is_not_verified() -> None:

@@ -54,9 +54,10 @@ class FitOptions:
         range_test_kwargs: Extra arguments for :meth:`superconv.LRFinder.range_test`.
         verify: After the range test, check its suggestion with short one-cycle probes chosen on ``val_loader``
             (:func:`superconv.finder.verify.verify`, with the run's length, format and accumulation) and train at
-            the verified LR; the probes' seconds count in ``range_test_seconds`` and in a time budget. ``None``:
-            :data:`superconv.train.setup.VERIFY_BY_DEFAULT`. Skipped (and said so in ``decisions["max_lr"]``)
-            without a ``val_loader`` or a one-cycle schedule; unused when ``max_lr`` is given.
+            the verified LR; the probes' seconds count in ``range_test_seconds`` and in a time budget. ``None`` (the
+            default): :data:`superconv.train.setup.VERIFY_BY_DEFAULT`, on. Skipped (and said so in
+            ``decisions["max_lr"]``) without a ``val_loader`` or a one-cycle schedule; unused when ``max_lr`` is
+            given. ``False``: train at the range test's suggestion.
         progress: Progress bars (default: only when stderr is a terminal).
         verbose: Print the per-epoch table.
         log_every: Optimizer updates between progress updates (and NaN checks).
