@@ -1,17 +1,22 @@
 """The workloads of ``lr_suggestion.py``: data, models, optimizers and run lengths, split into a DEVELOPMENT set
-(methods are designed and their hyperparameters chosen on it, by validation accuracy) and a HELD-OUT set (scored
-once, on test accuracy, with the choices frozen).
+(methods are designed and their settings chosen on it, by validation accuracy) and a HELD-OUT set (scored once,
+on test accuracy, with the choices frozen).
 
-Everything is offline and small: scikit-learn's digits, a Fashion-MNIST subset read by
-``superconv.data.load_data`` from /usr/share/datasets/fashion-mnist, and a synthetic sequence task (the most
-frequent token of a random sequence). Each workload has a train / validation / test split; the data are fixed,
-the seed changes the initial weights and the batch order.
+Round 2 of issue 18: round 1's eight workloads (its four development and four held-out ones, all seen by now) are
+the development set; six NEW workloads, of other families and tasks, written before any of them was run, are the
+held-out set: a deeper VGG-style CNN on 32-px Fashion-MNIST with random crops (SGD), an MLP with dropout on digits
+(AdamW), a 1-D CNN counting a bigram in token sequences (SGD), an LSTM recalling the token after a marker (AdamW),
+ResNetSmall with label smoothing (AdamW) and a softmax regression on Fashion-MNIST (SGD).
+
+Everything is offline and small: scikit-learn's digits, Fashion-MNIST subsets read by ``superconv.data.load_data``
+from /usr/share/datasets/fashion-mnist, and synthetic sequence tasks. Each workload has a train / validation /
+test split; the data are fixed, the seed changes the initial weights and the batch order (and the crops).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +26,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from _suggestion_models import (
+    Conv1dClassifier,
+    GRUClassifier,
+    LSTMClassifier,
+    TinyTransformer,
+    mlp,
+    softmax_regression,
+    tiny_cnn,
+    vgg_cnn,
+)
 from superconv.data import load_data
 from superconv.models import CNN, ResNetSmall
 
@@ -29,10 +44,12 @@ Split = tuple[Tensor, Tensor]
 # --------------------------------------------------------------------------------------------- data
 
 
-def _normalized(images: Tensor, mean: float, std: float, size: int | None = None) -> Tensor:
+def _normalized(images: Tensor, mean: float, std: float, size: int | None = None, pad: int = 0) -> Tensor:
     x = (images.float() / 255.0 - mean) / std
     if size is not None and size != x.shape[-1]:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    if pad:
+        x = F.pad(x, (pad, pad, pad, pad), value=-mean / std)  # black borders
     return x.contiguous()
 
 
@@ -42,8 +59,9 @@ def _split_of(loader: Any) -> Split:
 
 
 @functools.lru_cache(maxsize=4)
-def fashion_mnist(subset: int, seed: int, size: int = 28) -> tuple[Split, Split, Split]:
-    """``subset`` training images of Fashion-MNIST (1/6 carved off for validation) and 5000 test images."""
+def fashion_mnist(subset: int, seed: int, size: int = 28, pad: int = 0) -> tuple[Split, Split, Split]:
+    """``subset`` training images of Fashion-MNIST (1/6 carved off for validation) and 5000 test images, resized
+    to ``size`` and padded by ``pad`` pixels."""
     bundle = load_data("fashion-mnist", subset=subset, val_fraction=1 / 6, augment=False, seed=seed)
     train_x, train_y = _split_of(bundle.train)
     val_x, val_y = _split_of(bundle.val)
@@ -51,9 +69,9 @@ def fashion_mnist(subset: int, seed: int, size: int = 28) -> tuple[Split, Split,
     test_x, test_y = test_x[:5000], test_y[:5000]  # half the test set: the same images for every LR
     mean, std = float(train_x.float().mean() / 255.0), float(train_x.float().std() / 255.0)
     return (
-        (_normalized(train_x, mean, std, size), train_y),
-        (_normalized(val_x, mean, std, size), val_y),
-        (_normalized(test_x, mean, std, size), test_y),
+        (_normalized(train_x, mean, std, size, pad), train_y),
+        (_normalized(val_x, mean, std, size, pad), val_y),
+        (_normalized(test_x, mean, std, size, pad), test_y),
     )
 
 
@@ -69,65 +87,85 @@ def digits(flat: bool) -> tuple[Split, Split, Split]:
     return splits[0], splits[1], splits[2]
 
 
+SIZES = (2000, 600, 4000)  # train, validation, test sequences
+
+
 @functools.lru_cache(maxsize=2)
-def mode_task(vocab: int, length: int, n_train: int = 2000, n_val: int = 600, n_test: int = 4000) -> tuple[Split, ...]:
+def mode_task(vocab: int, length: int) -> tuple[Split, ...]:
     """Sequences of ``length`` uniform tokens out of ``vocab``; the label is the most frequent token (the lowest
     of tied ones). A counting task: recurrent and attention models both learn it, at a rate that depends on
     the LR."""
     rng = np.random.default_rng(1000 * vocab + length)
     out = []
-    for n in (n_train, n_val, n_test):
+    for n in SIZES:
         x = rng.integers(0, vocab, (n, length))
         counts = np.stack([(x == v).sum(1) for v in range(vocab)], 1)
         out.append((torch.tensor(x), torch.tensor(counts.argmax(1))))
     return tuple(out)
 
 
-# --------------------------------------------------------------------------------------------- models
+@functools.lru_cache(maxsize=1)
+def bigram_count_task(vocab: int = 5, length: int = 40, classes: int = 5) -> tuple[Split, ...]:
+    """Sequences of ``length`` uniform tokens; the label is how often the bigram (0, 1) occurs, capped at
+    ``classes - 1``. Local patterns counted over the whole sequence: a 1-D CNN's task."""
+    rng = np.random.default_rng(7)
+    out = []
+    for n in SIZES:
+        x = rng.integers(0, vocab, (n, length))
+        count = ((x[:, :-1] == 0) & (x[:, 1:] == 1)).sum(1)
+        out.append((torch.tensor(x), torch.tensor(np.minimum(count, classes - 1))))
+    return tuple(out)
 
 
-def mlp(sizes: tuple[int, ...]) -> nn.Module:
-    layers: list[nn.Module] = [nn.Flatten()]
-    for a, b in zip(sizes[:-2], sizes[1:-1]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
+@functools.lru_cache(maxsize=1)
+def recall_task(vocab: int = 10, length: int = 24) -> tuple[Split, ...]:
+    """Sequences of ``length`` tokens out of ``vocab`` with one marker token (``vocab``) at a random position;
+    the label is the token right after the marker. A memory task: a recurrent model's."""
+    rng = np.random.default_rng(11)
+    out = []
+    for n in SIZES:
+        x = rng.integers(0, vocab, (n, length))
+        where = rng.integers(0, length - 1, n)
+        label = x[np.arange(n), where + 1].copy()
+        x[np.arange(n), where] = vocab
+        out.append((torch.tensor(x), torch.tensor(label)))
+    return tuple(out)
 
 
-def tiny_cnn(batchnorm: bool, width: int = 8) -> nn.Module:
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        norm: list[nn.Module] = [nn.BatchNorm2d(cout)] if batchnorm else []
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=not batchnorm), *norm, nn.ReLU(), nn.MaxPool2d(2)]
+class CropLoader:
+    """Shuffled batches of random ``size`` x ``size`` crops of padded images (the usual pad-and-crop
+    augmentation). Every random draw comes from ``generator``, so its state is the loader's position."""
 
-    return nn.Sequential(*block(1, width), *block(width, 2 * width), nn.Flatten(), nn.Linear(2 * width * 49, 10))
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, size: int, seed: int) -> None:
+        self.images, self.labels, self.batch_size, self.size = images, labels, batch_size, size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.labels) // self.batch_size
+
+    def __iter__(self) -> Iterator[Split]:
+        order = torch.randperm(len(self.labels), generator=self.generator)
+        room = self.images.shape[-1] - self.size + 1
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            offsets = torch.randint(0, room, (len(idx), 2), generator=self.generator).tolist()
+            crops = [self.images[i, :, dy : dy + self.size, dx : dx + self.size] for i, (dy, dx) in zip(idx, offsets)]
+            yield torch.stack(crops), self.labels[idx]
 
 
-class GRUClassifier(nn.Module):
-    """Embedding, one GRU layer, a linear head on the last hidden state."""
-
-    def __init__(self, vocab: int, classes: int, width: int = 32) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, width)
-        self.gru = nn.GRU(width, width, batch_first=True)
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out, _ = self.gru(self.embed(x))
-        return self.head(out[:, -1])
+def centre(split: Split, size: int) -> Split:
+    """The centre ``size`` x ``size`` crop of padded images (validation and test)."""
+    x, y = split
+    margin = (x.shape[-1] - size) // 2
+    return x[..., margin : margin + size, margin : margin + size].contiguous(), y
 
 
-class TinyTransformer(nn.Module):
-    """Token and learned position embeddings, pre-norm encoder layers, a linear head on the mean token."""
-
-    def __init__(self, vocab: int, classes: int, length: int, width: int = 32, layers: int = 2) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, width)
-        self.position = nn.Parameter(0.1 * torch.randn(length, width))
-        layer = nn.TransformerEncoderLayer(width, 4, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.encoder(self.embed(x) + self.position).mean(1))
+@functools.lru_cache(maxsize=1)
+def fashion_mnist_32_crops() -> tuple[Split, Split, Split]:
+    """Fashion-MNIST padded to 32 px for evaluation; the training images keep 3 more pixels on each side for
+    random crops (``Workload.crop``)."""
+    train, val, test = fashion_mnist(3600, 2, 28, pad=5)
+    return train, centre(val, 32), centre(test, 32)
 
 
 # --------------------------------------------------------------------------------------------- workloads
@@ -150,14 +188,22 @@ class Workload:
     batch_size: int
     epochs: int
     grid: tuple[float, ...]
+    label_smoothing: float = 0.0
+    crop: int | None = None  # random crops of this size from the (padded) training images
 
     def make_optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
         return torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
 
-    def train_loader(self, train: Split, seed: int) -> DataLoader:
+    def criterion(self) -> nn.Module:
+        """The training loss (also the range test's and the probes')."""
+        return nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+
+    def train_loader(self, train: Split, seed: int) -> DataLoader | CropLoader:
         """Shuffled full batches whose order depends only on ``seed`` (its generator is the loader's state)."""
+        if self.crop is not None:
+            return CropLoader(*train, self.batch_size, self.crop, seed)
         gen = torch.Generator().manual_seed(seed)
         dataset = TensorDataset(*train)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=gen, drop_last=True)
@@ -171,26 +217,43 @@ def grid(low_exponent: float) -> tuple[float, ...]:
     return tuple(float(f"{10 ** (low_exponent + k / 2):.3g}") for k in range(7))
 
 
+#: The grids' convention for every workload: SGD from 10**-2.5, AdamW from 10**-3.5 (round 1's choice, kept).
+SGD_GRID, ADAMW_GRID = grid(-2.5), grid(-3.5)
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
-        # development: the issue's three combinations, plus a recurrent model on a sequence task
+        # development: round 1's development set ...
         Workload("digits-mlp-sgd", "dev", "MLP", lambda: digits(True), lambda: mlp((64, 128, 64, 10)),
-                 "sgd", 32, 12, grid(-2.5)),
+                 "sgd", 32, 12, SGD_GRID),
         Workload("fmnist-cnn-adamw", "dev", "CNN", lambda: fashion_mnist(3600, 0), lambda: tiny_cnn(False),
-                 "adamw", 32, 5, grid(-3.5)),
+                 "adamw", 32, 5, ADAMW_GRID),
         Workload("fmnist-bncnn-sgd", "dev", "CNN", lambda: fashion_mnist(3600, 0), lambda: tiny_cnn(True),
-                 "sgd", 32, 5, grid(-2.5)),
+                 "sgd", 32, 5, SGD_GRID),
         Workload("mode-gru-adamw", "dev", "RNN", lambda: mode_task(8, 24), lambda: GRUClassifier(8, 8),
                  "adamw", 32, 8, grid(-3.0)),
-        # held-out: other models (and a disjoint Fashion-MNIST subset); never looked at while designing
-        Workload("fmnist-cnn-gap-adamw", "held-out", "CNN", lambda: fashion_mnist(3600, 1),
-                 lambda: CNN(10, in_channels=1, width=8), "adamw", 32, 5, grid(-3.5)),
-        Workload("fmnist-mlp-sgd", "held-out", "MLP", lambda: fashion_mnist(3600, 1), lambda: mlp((784, 256, 128, 10)),
-                 "sgd", 32, 5, grid(-2.5)),
-        Workload("fmnist16-resnet-sgd", "held-out", "ResNet", lambda: fashion_mnist(3600, 1, 16),
-                 lambda: ResNetSmall(10, in_channels=1, width=8), "sgd", 32, 5, grid(-2.5)),
-        Workload("mode-transformer-adamw", "held-out", "Transformer", lambda: mode_task(16, 32),
-                 lambda: TinyTransformer(16, 16, 32), "adamw", 32, 8, grid(-3.5)),
+        # ... and round 1's held-out set, seen in round 1's report
+        Workload("fmnist-cnn-gap-adamw", "dev", "CNN", lambda: fashion_mnist(3600, 1),
+                 lambda: CNN(10, in_channels=1, width=8), "adamw", 32, 5, ADAMW_GRID),
+        Workload("fmnist-mlp-sgd", "dev", "MLP", lambda: fashion_mnist(3600, 1), lambda: mlp((784, 256, 128, 10)),
+                 "sgd", 32, 5, SGD_GRID),
+        Workload("fmnist16-resnet-sgd", "dev", "ResNet", lambda: fashion_mnist(3600, 1, 16),
+                 lambda: ResNetSmall(10, in_channels=1, width=8), "sgd", 32, 5, SGD_GRID),
+        Workload("mode-transformer-adamw", "dev", "Transformer", lambda: mode_task(16, 32),
+                 lambda: TinyTransformer(16, 16, 32), "adamw", 32, 8, ADAMW_GRID),
+        # held-out (round 2): new families and tasks, never run while designing
+        Workload("fmnist32-vgg-crops-sgd", "held-out", "deeper CNN + crops", fashion_mnist_32_crops,
+                 lambda: vgg_cnn(8), "sgd", 32, 5, SGD_GRID, crop=32),
+        Workload("digits-mlp-dropout-adamw", "held-out", "MLP + dropout", lambda: digits(True),
+                 lambda: mlp((64, 256, 256, 10), dropout=0.2), "adamw", 32, 12, ADAMW_GRID),
+        Workload("bigram-cnn1d-sgd", "held-out", "1-D CNN", bigram_count_task, lambda: Conv1dClassifier(5, 5),
+                 "sgd", 32, 8, SGD_GRID),
+        Workload("recall-lstm-adamw", "held-out", "LSTM", recall_task, lambda: LSTMClassifier(11, 10),
+                 "adamw", 32, 8, ADAMW_GRID),
+        Workload("fmnist16-resnet-ls-adamw", "held-out", "ResNet + label smoothing",
+                 lambda: fashion_mnist(3600, 2, 16), lambda: ResNetSmall(10, in_channels=1, width=8), "adamw",
+                 32, 5, ADAMW_GRID, label_smoothing=0.1),
+        Workload("fmnist-softmax-sgd", "held-out", "softmax regression", lambda: fashion_mnist(3600, 2),
+                 lambda: softmax_regression(784, 10), "sgd", 32, 5, SGD_GRID),
     )
 }  # fmt: skip

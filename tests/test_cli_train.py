@@ -29,7 +29,9 @@ def test_train_writes_the_run_directory(tmp_path: Path) -> None:
     for key in ("test_accuracy", "best_val_accuracy", "epochs", "max_lr", "train_seconds", "device"):
         assert key in metrics, key
     assert metrics["epochs"] == 4 and metrics["test_accuracy"] > 0.6
-    assert metrics["max_lr"] == pytest.approx(metrics["lr_suggestion"]["suggestion"])
+    # the suggestion, checked by verification probes on the validation split (fit's default)
+    decision = json.loads((out / "config.json").read_text())["decisions"]["max_lr"]
+    assert f"verified max_lr={metrics['max_lr']:.2g}:" in decision
     assert (out / "epochs.csv").read_text().count("\n") == 5
     assert json.loads((out / "config.json").read_text())["options"]["dataset"] == "digits"
     for png in ("lr_finder.png", "schedule.png", "curves.png"):
@@ -107,6 +109,18 @@ def test_find_lr_command(tmp_path: Path) -> None:
     assert data["suggestion"] > 0 and (tmp_path / "lr_finder.png").exists()
 
 
+def test_find_lr_verify_prints_the_choice_and_adds_it_to_the_json(tmp_path: Path) -> None:
+    args = ["find-lr", *TINY, "--num-iter", "30", "--verify", "--run-steps", "200", "--out", str(tmp_path)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "lr_finder.json").read_text())
+    check = data["verification"]
+    assert check["lr"] in [c["lr"] for c in check["candidates"]] and check["run_steps"] == 200
+    assert f"verified max_lr={check['lr']:.2g}" in res.output and "confidence" in res.output
+    assert f"OneCycleLR: max_lr={check['lr']:.3g}" in res.output  # the verified LR is the one recommended
+    assert data["confidence"]["level"] in ("high", "medium", "low")  # the curve's own confidence, as before
+
+
 def _write_images(root: Path, classes: int = 2, per_class: int = 6, size: int = 20) -> None:
     from PIL import Image
 
@@ -176,6 +190,22 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         (["train", "--resume", "/nonexistent/run"], "Cannot resume"),
         (["train", "--dataset", "digits", "--ema", "1.5"], "Invalid value for '--ema'"),
         (["train", "--dataset", "digits", "--ema", "0.9", "--no-ema"], "--ema and --no-ema contradict"),
+        (["find-lr", "--dataset", "digits", "--verify"], "--verify needs --run-steps N"),
+        (
+            [
+                "find-lr",
+                "--dataset",
+                "digits",
+                "--verify",
+                "--run-steps",
+                "50",
+                "--val-fraction",
+                "0",
+                "--num-iter",
+                "20",
+            ],
+            "--verify chooses on the validation split, but this dataset has none",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line_and_status_2(args: list[str], message: str, tmp_path: Path) -> None:

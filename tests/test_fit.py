@@ -60,6 +60,7 @@ def test_fit_runs_the_range_test_when_no_max_lr() -> None:
         verbose=False,
         precision="fp32",
         range_test_kwargs={"num_iter": 30},
+        verify=False,  # the suggestion itself (verification: tests/test_fit_verify.py)
     )
     assert r.range_test is not None and r.max_lr == r.range_test.suggestion
     assert r.range_test_seconds > 0

@@ -19,6 +19,7 @@ from torch import nn
 
 from superconv import LRFinder, RangeTestResult
 from superconv.errors import ConfigError
+from superconv.finder import suggest
 from superconv.finder.lr_finder import find_lr
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -419,6 +420,21 @@ def test_validation_mode() -> None:
 
 
 # --------------------------------------------------------------------------------------------- outputs
+
+
+def test_the_result_says_how_sure_its_suggestion_is() -> None:
+    model, optimizer = setup("sgd")
+    result = LRFinder(model, optimizer, CE).range_test(make_data(), num_iter=30)
+    analysis = suggest.analyze(result.lrs, result.losses, result.smooth_f, stopped_early=result.diverged)
+    assert result.confidence == analysis.confidence.to_dict()  # the curve's confidence, as plain data
+    assert result.confidence["level"] in ("high", "medium", "low") and 0 <= result.confidence["score"] <= 1
+    assert f"confidence {result.confidence['level']} ({result.confidence['score']:.2f}): " in result.summary()
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["confidence"] == result.confidence and RangeTestResult.from_dict(data) == result
+    flat = LRFinder(model, optimizer, CE).range_test(make_data(), start_lr=1e-9, end_lr=1e-8, num_iter=30)
+    assert flat.quality in ("flat", "no-descent") and flat.confidence["level"] == "low"  # LRs far too small
+    assert flat.confidence["advice"] and flat.confidence["advice"] in flat.warning
+    assert "confidence low" in flat.summary()
 
 
 def test_result_exports_plot_and_one_cycle_kwargs(tmp_path: Path) -> None:

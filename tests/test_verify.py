@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from superconv.errors import ConfigError
+from superconv.finder.candidates import default_candidates
 from superconv.finder.lr_finder import LRFinder
 from superconv.finder.probe import ProbeOutcome
 from superconv.finder.result import RangeTestResult
@@ -262,14 +263,15 @@ def test_summary_and_plain_data() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     check = verify(model, optimizer, fake_result(0.1), data, data[:4], criterion=nn.CrossEntropyLoss(),
                    run_steps=200, metric="accuracy")  # fmt: skip
-    assert check.probe_steps == 10 and check.cost_fraction == pytest.approx(20 / 200)
+    assert check.probe_steps == 15 and check.cost_fraction == pytest.approx(30 / 200)  # 7.5% of the run each
     line = check.summary()
     assert line.startswith(f"verified max_lr={check.lr:.2g}: ") and "in probes" in line and "confidence" in line
     if check.runner_up is not None:
         assert "pt ahead of" in check.margin_text()
     data_out = json.loads(json.dumps(check.to_dict()))
     assert data_out["lr"] == check.lr and len(data_out["candidates"]) == 2
-    assert [c.lr for c in check.candidates] == pytest.approx([0.1 / 3, 0.1])  # the default: the suggestion and 3x below
+    # the default: half the suggestion and torch-lr-finder's steepest point of the same sweep
+    assert [c.lr for c in check.candidates] == pytest.approx(default_candidates(fake_result(0.1)))
     assert check.one_cycle_kwargs() == {"max_lr": check.lr, "div_factor": 25.0}
 
 
@@ -279,7 +281,7 @@ def test_verify_after_a_real_range_test() -> None:
     crit = nn.CrossEntropyLoss()
     result = LRFinder(model, optimizer, crit).range_test(data, num_iter=40, progress=False)
     check = verify(model, optimizer, result, data, data[:2], criterion=crit, probe_steps=10)
-    assert [c.lr for c in check.candidates] == pytest.approx(candidate_lrs(result.suggestion))
+    assert [c.lr for c in check.candidates] == pytest.approx(default_candidates(result))
     assert check.confidence.level in ("high", "medium", "low") and 0.0 <= check.confidence.score <= 1.0
 
 
@@ -374,3 +376,36 @@ def test_fp16_grad_scaler_on_cuda_restores_model_optimizer_scaler_and_device() -
     assert all(p.device.type == "cpu" for p in model.parameters())  # moved there and back
     assert scaler.state_dict() == scaler_state
     assert_same_state(before, model, optimizer)
+
+
+# --------------------------------------------------------------------------------------------- defaults, LRFinder
+
+
+def test_auto_metric_is_accuracy_for_class_indices_and_loss_otherwise() -> None:
+    data, model = classification()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    check = verify(model, optimizer, fake_result(0.1), data, data[:2], criterion=nn.CrossEntropyLoss(), probe_steps=10)
+    assert check.metric == "accuracy" and all(c.val_accuracy is not None for c in check.candidates)
+    x, y, _ = least_squares([1.0, 0.1])
+    reg = nn.Linear(2, 1, bias=False).double()
+    check = verify(reg, torch.optim.SGD(reg.parameters(), lr=0.1), fake_result(0.1), [(x, y)], [(x, y)],
+                   criterion=nn.MSELoss(), probe_steps=10)  # fmt: skip
+    assert check.metric == "loss" and all(c.val_accuracy is None for c in check.candidates)
+    assert "val loss" in check.margin_text() or check.runner_up is None
+
+
+def test_lr_finder_verify_uses_the_finders_parts_and_restores_them() -> None:
+    data, model = classification()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    finder = LRFinder(model, optimizer, nn.CrossEntropyLoss())
+    with pytest.raises(ConfigError, match=r"LRFinder.verify needs the range test's curve.*call range_test\(\.\.\.\)"):
+        finder.verify(data, data[:2], run_steps=200)
+    result = finder.range_test(data, num_iter=40, progress=False)
+    before = state_of(model, optimizer)
+    check = finder.verify(data, data[:2], run_steps=200)
+    assert_same_state(before, model, optimizer)
+    assert [c.lr for c in check.candidates] == pytest.approx(default_candidates(result))
+    assert check.probe_steps == 15 and check.run_steps == 200 and check.suggestion == result.suggestion
+    # the same call through the function gives the same probes (the finder only supplies its parts)
+    direct = verify(model, optimizer, result, data, data[:2], criterion=nn.CrossEntropyLoss(), run_steps=200)
+    assert [c.val_loss for c in direct.candidates] == [c.val_loss for c in check.candidates]

@@ -24,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     "UpdateCounter": "superconv.schedule.steps",
     "LRFinder": "superconv.finder.lr_finder",
     "RangeTestResult": "superconv.finder.lr_finder",
+    "verify": "superconv.finder.verify",
+    "Verification": "superconv.finder.verify",
     "fit": "superconv.train.trainer",
     "FitResult": "superconv.train.state",
     "Callback": "superconv.train.events",
@@ -45,17 +47,20 @@ __all__ = [
     "RangeTestResult",
     "TimeBudget",
     "UpdateCounter",
+    "Verification",
     "WeightEMA",
     "__version__",
     "compare",
     "fine_tune",
     "fit",
     "total_steps",
+    "verify",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from superconv.comparison.runner import compare
     from superconv.finder.lr_finder import LRFinder, RangeTestResult
+    from superconv.finder.verify import Verification, verify
     from superconv.schedule.one_cycle import PRESETS, OneCycleSchedule
     from superconv.schedule.scheduler import OneCycleLR
     from superconv.schedule.steps import UpdateCounter, total_steps

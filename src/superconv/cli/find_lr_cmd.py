@@ -1,4 +1,5 @@
-"""``superconv find-lr``: the LR range test on a dataset and model, with its table, plot, JSON and CSV."""
+"""``superconv find-lr``: the LR range test on a dataset and model, with its table, plot, JSON and CSV; with
+``--verify``, the suggestion checked by short one-cycle probes chosen on the validation split."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import click
 from superconv.cli.group import CONTEXT, cli
 from superconv.cli.options import FiniteFloat, data_model_options, prepare
 from superconv.cli.rundir import claim_run_dir, default_out
+from superconv.errors import ConfigError
 
 
 @cli.command("find-lr", context_settings=CONTEXT)
@@ -29,9 +31,27 @@ from superconv.cli.rundir import claim_run_dir, default_out
 )
 @click.option("--overwrite", is_flag=True, help="Replace the earlier results in --out.")
 @click.option("--progress/--no-progress", default=None)
+@click.option(
+    "--verify/--no-verify",
+    default=False,
+    show_default=True,
+    help="Check the suggestion: short one-cycle probes of candidate LRs, chosen by validation loss.",
+)
+@click.option(
+    "--run-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --verify: optimizer updates of the run the LR is for (the probes take a share of it).",
+)
 def find_lr_command(**opts: Any) -> None:
     """Run the LR range test on a built-in dataset and model: suggestion table, plot and JSON."""
     import torch
+
+    if opts["verify"] and opts["run_steps"] is None:
+        raise ConfigError(
+            "--verify needs --run-steps N (the optimizer updates of the run the LR is for, e.g. epochs x "
+            "batches per epoch), but got none: each probe is a share of that run"
+        )
 
     from superconv.device import resolve_precision
     from superconv.finder.lr_finder import find_lr
@@ -72,6 +92,43 @@ def find_lr_command(**opts: Any) -> None:
         mark = "  <- suggestion (default)" if name == result.estimator else ""
         click.echo(f"{name:<12} {value:>10.3e}{mark}")
     click.echo(f"quality: {result.quality}" + (f" ({result.warning})" if result.warning else ""))
+    click.echo(result.confidence_text())
     kwargs = result.one_cycle_kwargs()
+    if opts["verify"]:
+        kwargs = _verify(result, model, opt, data, recipe, device, autocast_dtype, opts["run_steps"], out)
     click.echo(f"OneCycleLR: max_lr={kwargs['max_lr']:.3g}, div_factor={kwargs['div_factor']:.3g}")
     click.echo(f"plot: {out / 'lr_finder.png'}  json: {out / 'lr_finder.json'}  csv: {out / 'lr_finder.csv'}")
+
+
+def _verify(result: Any, model: Any, opt: Any, data: Any, recipe: Any, device: Any, autocast_dtype: Any,
+            run_steps: int, out: Path) -> dict[str, float]:  # fmt: skip
+    """Probe the candidates on the validation split, print the choice, add it to the JSON; the kwargs to use."""
+    import torch
+
+    from superconv.files import write_json
+    from superconv.finder.verify import verify
+
+    if data.val is None:
+        raise ConfigError(
+            "--verify chooses on the validation split, but this dataset has none (--val-fraction 0?): pass "
+            "--val-fraction 0.1, or leave --verify out"
+        )
+    check = verify(
+        model,
+        opt,
+        result,
+        data.train,
+        data.val,
+        criterion=torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
+        run_steps=run_steps,
+        device=device,
+        autocast_dtype=autocast_dtype,
+        grad_scaler=torch.amp.GradScaler(device.type) if autocast_dtype is torch.float16 else None,
+    )
+    for c in check.candidates:
+        mark = "  <- verified" if c.lr == check.lr else ""
+        value = "diverged" if c.diverged else f"val loss {c.val_loss:.4f}"
+        click.echo(f"probe {c.lr:>10.3e}  {value}{mark}")
+    click.echo(check.summary())
+    write_json(out / "lr_finder.json", {**result.to_dict(), "verification": check.to_dict()})
+    return check.one_cycle_kwargs()

@@ -92,6 +92,12 @@ class Seconds(click.ParamType):
     help="With --pretrained: the body's peak LR as a fraction of the head's (default 0.1).",
 )
 @click.option("--range-iters", type=click.IntRange(min=10), default=None, help="Updates in the LR range test.")
+@click.option(
+    "--verify/--no-verify",
+    default=None,
+    help="Check the range test's suggestion with short probes, chosen by validation (default: on with a "
+    "validation set and a one-cycle schedule).",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/train-<time>).")
 @click.option("--overwrite", is_flag=True, help="Replace the earlier run in --out (its files are deleted).")
 @click.option(
@@ -177,7 +183,7 @@ def _run(opts: dict[str, Any], *, resume: bool, budget: Any) -> None:
         compile=recipe.compile, patience=None if opts["no_early_stopping"] or data.val is None else recipe.patience,
         test_loader=data.test, tta=bool(recipe.tta), ema=recipe.ema, out_dir=out, resume=resume,
         range_test_kwargs={"num_iter": recipe.range_test_iters}, progress=opts["progress"], config=config,
-        time_budget=budget, budget_reserve=2.0 if budget is not None else 0.0,
+        time_budget=budget, budget_reserve=2.0 if budget is not None else 0.0, verify=opts["verify"],
     )  # fmt: skip
     config["decisions"].update(result.decisions)
     write_run(out, result, config)

@@ -50,6 +50,7 @@ from superconv.finder.plan import SweepPlan, make_plan
 from superconv.finder.result import RangeTestResult
 from superconv.finder.snapshot import Snapshot
 from superconv.finder.sweep import MAX_CONSECUTIVE_SKIPS, Sweep, SweepRecord
+from superconv.finder.verify import Verification, verify
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -224,6 +225,42 @@ class LRFinder:
             self.best_loss = min(record.smoothed) if record.smoothed else None
         return record
 
+    def verify(
+        self, train_loader: Iterable[Any], val_loader: Iterable[Any], *, run_steps: int | None = None, **kwargs: Any
+    ) -> Verification:
+        """Opt-in: check the last test's suggestion with short one-cycle probes, chosen by validation.
+
+        superconv's addition (torch-lr-finder has no such step, and nothing here changes its defaults): see
+        :func:`superconv.finder.verify.verify`. The model, optimizer, criterion, ``loss_fn``, device, GradScaler
+        and autocast settings are this finder's; everything is restored after every probe.
+
+        Args:
+            train_loader: Training batches for the probes.
+            val_loader: Validation batches that choose between the candidates.
+            run_steps: Optimizer updates of the run the LR is for (each probe takes a share of it).
+            **kwargs: Any other :func:`~superconv.finder.verify.verify` argument (``candidates``, ``metric``,
+                ``probe_steps``, ``autocast_dtype``, ...).
+
+        Returns:
+            A :class:`~superconv.finder.verify.Verification`: ``.lr`` to train with, ``.summary()`` why.
+
+        Raises:
+            ConfigError: Before a range test, or for a bad argument.
+        """
+        if self.result is None:
+            raise ConfigError(
+                "LRFinder.verify needs the range test's curve, but no test has run: call range_test(...) first."
+            )
+        kwargs.setdefault("loss_fn", self.loss_fn)
+        kwargs.setdefault("grad_scaler", self.grad_scaler)
+        kwargs.setdefault("snapshot_device", self.snapshot_device)
+        if self.device is not None:
+            kwargs.setdefault("device", self.device)
+        if self.amp_backend == "torch" and (self.amp_config or {}).get("dtype") is not None:
+            kwargs.setdefault("autocast_dtype", (self.amp_config or {})["dtype"])
+        return verify(self.model, self.optimizer, self.result, train_loader, val_loader, criterion=self.criterion,
+                      run_steps=run_steps, **kwargs)  # fmt: skip
+
     def reset(self) -> None:
         """Restore the model and optimizer to their state before the test.
 
@@ -387,6 +424,7 @@ def _result(record: SweepRecord, plan: SweepPlan, estimator: str, validation: bo
         accumulation_steps=plan.accumulation_steps,
         skipped_steps=record.skipped,
         elapsed_s=elapsed,
+        confidence=analysis.confidence.to_dict(),
     )
 
 

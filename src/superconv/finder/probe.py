@@ -40,6 +40,8 @@ class ProbeConfig:
         criterion: ``criterion(output, target)`` for ``(inputs, ..., target)`` batches.
         loss_fn: ``loss_fn(model, batch) -> scalar tensor`` for any other batch.
         accuracy: Also measure accuracy (``argmax(output, -1) == target``) on the validation batches.
+        accuracy_if_defined: Measure it where it is defined (class-index targets, one score per class) and
+            leave it out (``val_accuracy=None``) elsewhere, instead of raising.
         accumulation_steps: Micro-batches per optimizer update.
         autocast_dtype: ``torch.bfloat16``/``torch.float16`` to run forward passes under autocast, or ``None``.
         grad_scaler: A ``torch.amp.GradScaler`` (its state is restored by the caller), or ``None``.
@@ -50,6 +52,7 @@ class ProbeConfig:
     criterion: Callable[..., torch.Tensor] | None = None
     loss_fn: LossFn | None = None
     accuracy: bool = False
+    accuracy_if_defined: bool = False
     accumulation_steps: int = 1
     autocast_dtype: torch.dtype | None = None
     grad_scaler: Any | None = None
@@ -124,13 +127,14 @@ def run_probe(
     model.train()
     updates, losses, diverged = _train(model, optimizer, scheduler, batches, config, move, autocast)
     if diverged:
-        return ProbeOutcome(lr, math.nan, math.nan if config.accuracy else None, [], [], math.nan, updates, True,
+        accuracy_nan = config.accuracy or (config.accuracy_if_defined and accuracy_defined(model, val_batches, config))
+        return ProbeOutcome(lr, math.nan, math.nan if accuracy_nan else None, [], [], math.nan, updates, True,
                             time.perf_counter() - t0)  # fmt: skip
     tail = losses[-max(1, len(losses) // 10) :]
     batch_losses, batch_accs, sizes = evaluate(model, val_batches, config, autocast)
     val_loss = sum(batch_losses) / len(batch_losses)
     # accuracy over examples (the last batch may be smaller); the loss is the batches' mean, as the finder's
-    val_acc = sum(a * n for a, n in zip(batch_accs, sizes)) / sum(sizes) if config.accuracy else None
+    val_acc = sum(a * n for a, n in zip(batch_accs, sizes)) / sum(sizes) if sizes else None
     bad = not math.isfinite(val_loss)
     return ProbeOutcome(
         lr=lr,
@@ -194,38 +198,59 @@ def evaluate(
     config: ProbeConfig,
     autocast: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> tuple[list[float], list[float], list[int]]:
-    """The loss, and when ``config.accuracy`` the accuracy (percent) and the number of predictions, of each
-    validation batch, in eval mode."""
+    """The loss, and when ``config.accuracy`` (or ``accuracy_if_defined`` and it is defined) the accuracy (percent)
+    and the number of predictions, of each validation batch, in eval mode."""
     autocast = autocast if autocast is not None else nullcontext
     losses: list[float] = []
     accuracies: list[float] = []
     sizes: list[int] = []
+    wanted = config.accuracy or config.accuracy_if_defined
     model.eval()
     with torch.no_grad():
         for batch in val_batches:
             with autocast():
-                output = model(*batch[:-1]) if config.accuracy and is_supervised(batch) else None
+                output = model(*batch[:-1]) if wanted and is_supervised(batch) else None
                 loss = batch_loss(model, batch, config.criterion, config.loss_fn, output)
             losses.append(loss.float().item())
-            if config.accuracy:
+            if config.accuracy or (wanted and _defined(output, batch)):
                 accuracies.append(_accuracy(output, batch))
                 sizes.append(int(batch[-1].numel()))
+            else:
+                wanted = False  # undefined on one batch: on none (accuracy_if_defined)
     model.train()
+    if len(sizes) != len(losses):
+        accuracies, sizes = [], []
     return losses, accuracies, sizes
+
+
+def accuracy_defined(model: nn.Module, val_batches: Sequence[Any], config: ProbeConfig) -> bool:
+    """Whether accuracy is defined on the first validation batch (a forward pass in eval mode, no gradients)."""
+    if not val_batches or not is_supervised(val_batches[0]):
+        return False
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        output = model(*val_batches[0][:-1])
+    model.train(was_training)
+    return _defined(output, val_batches[0])
+
+
+def _defined(output: Any, batch: Any) -> bool:
+    """Whether ``argmax(output, -1) == target`` means something: class-index targets, one score per class."""
+    target = batch[-1] if is_supervised(batch) else None
+    ok = isinstance(output, torch.Tensor) and isinstance(target, torch.Tensor)
+    return bool(ok and not target.is_floating_point() and output.shape[:-1] == target.shape)  # type: ignore[union-attr]
 
 
 def _accuracy(output: torch.Tensor | None, batch: Any) -> float:
     """Percent of ``argmax(output, -1) == target``; a :class:`ConfigError` when that is not defined."""
-    target = batch[-1] if is_supervised(batch) else None
-    ok = isinstance(output, torch.Tensor) and isinstance(target, torch.Tensor)
-    ok = ok and not target.is_floating_point() and output.shape[:-1] == target.shape  # type: ignore[union-attr]
-    if not ok:
+    if not _defined(output, batch):
         raise ConfigError(
             "metric='accuracy' needs (inputs, ..., target) batches whose target holds class indices and a model "
             "that returns one score per class; use metric='loss' for any other task."
         )
-    assert isinstance(output, torch.Tensor) and isinstance(target, torch.Tensor)
-    return 100.0 * (output.argmax(-1) == target).float().mean().item()
+    assert isinstance(output, torch.Tensor)
+    return 100.0 * (output.argmax(-1) == batch[-1]).float().mean().item()
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -54,6 +54,9 @@ class RangeTestResult:
         accumulation_steps: Micro-batches per optimizer update.
         skipped_steps: Steps the GradScaler skipped (retried at the same LR, not recorded).
         elapsed_s: Wall-clock seconds the test took.
+        confidence: How sure the suggestion is, from the curve alone, as plain data (``level``: "high", "medium"
+            or "low"; ``score`` in [0, 1]; ``reason``; ``advice``: what to do to be surer); see
+            :mod:`superconv.finder.confidence`. Empty when unknown (a result built by hand).
 
     Example:
         >>> r = RangeTestResult(lrs=[1e-3], losses=[1.0], smoothed_losses=[1.0], suggestion=1e-3)
@@ -84,6 +87,7 @@ class RangeTestResult:
     accumulation_steps: int = 1
     skipped_steps: int = 0
     elapsed_s: float = 0.0
+    confidence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -193,7 +197,7 @@ class RangeTestResult:
         return files.write_text(path, text.getvalue())
 
     def summary(self) -> str:
-        """One line for humans: the suggestion, the quality and the other estimators.
+        """One line for humans: the suggestion, the quality, the other estimators and the confidence.
 
         Example:
             >>> RangeTestResult(lrs=[1.0], losses=[2.0], smoothed_losses=[2.0], suggestion=0.1).summary()
@@ -205,7 +209,26 @@ class RangeTestResult:
             text += f"; {others}"
         if self.warning:
             text += f"; warning: {self.warning}"
+        if self.confidence:
+            text += f"; {self.confidence_text()}"
         return text
+
+    def confidence_text(self) -> str:
+        """The confidence in one phrase, e.g. ``confidence high (0.90): a clean descent and a clear minimum``
+        ("" when unknown).
+
+        Example:
+            >>> r = RangeTestResult(lrs=[1.0], losses=[2.0], smoothed_losses=[2.0], suggestion=0.1,
+            ...                     confidence={"level": "low", "score": 0.15, "reason": "the curve is flat",
+            ...                                 "advice": "widen the sweep"})
+            >>> r.confidence_text()
+            'confidence low (0.15): the curve is flat; widen the sweep'
+        """
+        if not self.confidence:
+            return ""
+        c = self.confidence
+        text = f"confidence {c.get('level', '?')} ({float(c.get('score', math.nan)):.2f}): {c.get('reason', '')}"
+        return f"{text}; {c['advice']}" if c.get("advice") else text
 
     def plot(
         self,

@@ -7,13 +7,14 @@ starting weights, optimizer state, RNG streams and batch order, and keeps the ca
 validation metric. The model, the optimizer (state and hyperparameters), a GradScaler, the RNG streams and
 the training loader's position are restored exactly after every probe, also when a probe raises.
 
-The defaults were chosen on the development workloads of ``benchmarks/lr_suggestion.py`` by validation
-accuracy: probes of :data:`DEFAULT_PROBE_FRACTION` of the run each, at the suggestion and one candidate a
-factor 3 BELOW it (:data:`DEFAULT_SPAN`), chosen by validation loss. Probes that short carry a strong
-short-horizon bias: they measure how fast a run starts, not where it ends. A candidate 3x ABOVE the
-suggestion often won its probe and then diverged in the full run (an MLP with SGD lost up to 89 points), so
-by default verification only guards against a suggestion that is too high; pass ``span=(1, 1)`` (or
-``candidates=``) to probe upwards too, ideally with longer probes.
+The defaults were chosen on the development workloads of ``benchmarks/lr_suggestion.py`` (round 2 of issue 18)
+by validation accuracy, among candidate sets that cost at most 15% of the run: two candidates from different
+estimators (:func:`superconv.finder.candidates.default_candidates`: half the suggestion, and torch-lr-finder's
+steepest point read off the same sweep), each probed for :data:`DEFAULT_PROBE_FRACTION` of the run, chosen by
+validation accuracy when the targets are class indices (else loss). Short probes carry a short-horizon bias:
+they cannot see that a run which stays near its peak far longer falls off a cliff there (an MLP with SGD whose
+7.5% probe at 1.6x the suggestion was the best, while its full run lost 38 points), so neighbours ABOVE the
+suggestion are risky; ``span=(1, 1)`` still probes them, ideally with longer probes (``probe_fraction``).
 
 Example:
     >>> import torch
@@ -26,8 +27,8 @@ Example:
     >>> crit = torch.nn.CrossEntropyLoss()
     >>> result = LRFinder(model, opt, crit).range_test(data, num_iter=30)
     >>> check = verify(model, opt, result, data, data[:2], criterion=crit, probe_steps=10)
-    >>> len(check.candidates), check.lr in [c.lr for c in check.candidates]
-    (2, True)
+    >>> 1 <= len(check.candidates) <= 2, check.lr in [c.lr for c in check.candidates], check.metric
+    (True, True, 'accuracy')
 """
 
 from __future__ import annotations
@@ -48,21 +49,19 @@ import superconv.finder.suggest as suggest
 from superconv import checks
 from superconv.errors import ConfigError
 from superconv.finder.batches import LossFn, check_loader, cycle, to_device
+from superconv.finder.candidates import DEFAULT_SPACING, candidate_lrs, default_candidates
 from superconv.finder.probe import ProbeConfig, ProbeOutcome, run_probe
 from superconv.finder.result import RangeTestResult
 from superconv.finder.snapshot import Snapshot
 
 Metric = Literal["loss", "accuracy"]
-METRICS = ("loss", "accuracy")
+METRICS = ("loss", "accuracy", "auto")
 
-#: Each probe's share of the updates of the run the LR is for (chosen on the benchmark's development workloads).
-DEFAULT_PROBE_FRACTION = 0.03
+#: Each probe's share of the updates of the run the LR is for (chosen on the benchmark's development workloads:
+#: two probes, 15% of the run).
+DEFAULT_PROBE_FRACTION = 0.075
 #: Probes shorter than this cannot warm up and anneal meaningfully.
 MIN_PROBE_STEPS = 10
-#: The candidates' ratio to their neighbours, and how many lie below and above the suggestion: short probes
-#: cannot see that a higher LR diverges later in the full run (see the module docstring).
-DEFAULT_SPACING = 3.0
-DEFAULT_SPAN = (1, 0)
 #: Validation batches each probe is measured on (the same batches for every probe).
 DEFAULT_VAL_BATCHES = 8
 
@@ -75,7 +74,7 @@ class Verification:
         lr: The chosen LR: the ``max_lr`` to train with.
         suggestion: The range test's suggestion the candidates were centred on.
         div_factor: The range test's recommended ``div_factor`` (also used by the probes unless overridden).
-        metric: "loss" or "accuracy": what chose.
+        metric: "loss" or "accuracy": what chose (``metric="auto"`` resolved).
         candidates: Each probe's outcome, in increasing LR.
         chosen: The index of the chosen candidate.
         runner_up: The index of the next best candidate that did not diverge, or ``None``.
@@ -149,30 +148,6 @@ class Verification:
         }
 
 
-def candidate_lrs(
-    suggestion: float, spacing: float = DEFAULT_SPACING, span: tuple[int, int] = DEFAULT_SPAN
-) -> list[float]:
-    """The suggestion and ``span = (below, above)`` neighbours a factor ``spacing`` apart, increasing.
-
-    Example:
-        >>> [round(x, 4) for x in candidate_lrs(0.03, 3.0, (1, 1))]
-        [0.01, 0.03, 0.09]
-        >>> [round(x, 4) for x in candidate_lrs(0.03, 3.0, (2, 0))]
-        [0.0033, 0.01, 0.03]
-    """
-    checks.positive_float("suggestion", suggestion, hint="the suggested LR")
-    if not checks.is_number(spacing) or not spacing > 1:
-        raise ConfigError(f"Expected spacing to be a number > 1 (the candidates' ratio, e.g. 3), but got {spacing!r}")
-    ok = isinstance(span, tuple) and len(span) == 2 and all(checks.is_int(k) and k >= 0 for k in span)
-    if not ok or sum(span) == 0:
-        raise ConfigError(
-            f"Expected span to be (below, above): two integers >= 0, not both 0 (how many candidates below and above "
-            f"the suggestion), but got {span!r}"
-        )
-    below, above = span
-    return [suggestion * spacing**k for k in range(-below, above + 1)]
-
-
 def choose(outcomes: Sequence[ProbeOutcome], metric: Metric) -> tuple[int, int | None]:
     """The index of the best outcome and of the runner-up (``None`` if no other finished).
 
@@ -212,11 +187,11 @@ def verify(
     loss_fn: LossFn | None = None,
     candidates: Sequence[float] | None = None,
     spacing: float = DEFAULT_SPACING,
-    span: tuple[int, int] = DEFAULT_SPAN,
+    span: tuple[int, int] | None = None,
     run_steps: int | None = None,
     probe_fraction: float = DEFAULT_PROBE_FRACTION,
     probe_steps: int | None = None,
-    metric: Metric = "loss",
+    metric: Literal["auto", "loss", "accuracy"] = "auto",
     val_batches: int = DEFAULT_VAL_BATCHES,
     schedule: Mapping[str, Any] | None = None,
     accumulation_steps: int = 1,
@@ -225,26 +200,29 @@ def verify(
     grad_scaler: Any | None = None,
     snapshot_device: str | torch.device = "cpu",
 ) -> Verification:
-    """Probe candidate LRs around ``result.suggestion`` with short one-cycle runs; keep the best by validation.
+    """Probe candidate LRs read off the range test with short one-cycle runs; keep the best by validation.
 
     Args:
         model: The model (left exactly as it was: values, modes, gradients, device).
         optimizer: Its optimizer (state and hyperparameters left exactly as they were); the probes use its
             hyperparameters (momentum, betas, weight decay) with the probe's LR and momentum schedule.
-        result: The range test's result: its ``suggestion`` centres the candidates, its ``div_factor`` shapes
-            the probes, its curve gives the curve part of the confidence.
+        result: The range test's result: its curve gives the default candidates and the curve part of the
+            confidence, its ``div_factor`` shapes the probes.
         train_loader: Training batches; every probe starts from the loader's current position (restored).
         val_loader: Validation batches; the first ``val_batches`` are kept and reused by every probe.
         criterion: ``criterion(output, target)`` for ``(inputs, ..., target)`` batches.
         loss_fn: ``loss_fn(model, batch) -> scalar tensor`` for any other batch shape.
-        candidates: The LRs to probe; default: :func:`candidate_lrs` around the suggestion.
-        spacing: The ratio of neighbouring default candidates.
-        span: How many default candidates lie below and above the suggestion (``(1, 0)``: suggestion / spacing
-            and the suggestion; ``(1, 1)`` adds suggestion * spacing).
+        candidates: The LRs to probe; default: :func:`superconv.finder.candidates.default_candidates` (half the
+            suggestion and torch-lr-finder's steepest point of the same sweep), or the neighbours ``span`` asks for.
+        spacing: With ``span``: the ratio of neighbouring candidates.
+        span: Probe the suggestion and neighbours instead (:func:`superconv.finder.candidates.candidate_lrs`):
+            how many lie below and above it (``(1, 0)``: suggestion / spacing and the suggestion; ``(1, 1)`` adds
+            suggestion * spacing).
         run_steps: Optimizer updates of the run the LR is for; each probe then takes ``probe_fraction`` of it.
         probe_fraction: Each probe's share of ``run_steps``, in (0, 1).
         probe_steps: Updates per probe (overrides ``run_steps * probe_fraction``; at least 10).
-        metric: Choose by validation "loss" (any task) or "accuracy" (classification; ties by loss).
+        metric: Choose by validation "loss" (any task) or "accuracy" (classification; ties by loss); "auto":
+            accuracy when every probe could measure it (class-index targets, one score per class), else loss.
         val_batches: Validation batches each probe is measured on (at least 2 give a noise estimate).
         schedule: Extra :class:`superconv.OneCycleLR` keyword arguments for the probes (the run's shape, e.g.
             ``{"pct_start": 0.25}``); ``div_factor`` defaults to ``result.div_factor``.
@@ -269,13 +247,42 @@ def verify(
         criterion=criterion,
         loss_fn=loss_fn,
         accuracy=metric == "accuracy",
+        accuracy_if_defined=metric == "auto",
         accumulation_steps=accumulation_steps,
         autocast_dtype=autocast_dtype,
         grad_scaler=grad_scaler,
     )
     t0 = time.perf_counter()
     outcomes = _probe_all(model, optimizer, lrs, train_loader, val_loader, val_batches, config, dev, snapshot_device)
-    chosen, runner_up = choose(outcomes, metric)
+    resolved: Metric = metric if metric != "auto" else _resolved(outcomes)
+    chosen, runner_up = choose(outcomes, resolved)
+    margin, noise, probes = _judge(outcomes, chosen, runner_up, resolved)
+    return Verification(
+        lr=outcomes[chosen].lr,
+        suggestion=float(result.suggestion),
+        div_factor=float(config.schedule["div_factor"]),
+        metric=resolved,
+        candidates=tuple(outcomes),
+        chosen=chosen,
+        runner_up=runner_up,
+        margin=margin,
+        noise=noise,
+        probe_steps=steps,
+        run_steps=run_steps,
+        seconds=time.perf_counter() - t0,
+        confidence=conf.combine(curve_confidence(result), probes),
+    )
+
+
+def _resolved(outcomes: Sequence[ProbeOutcome]) -> Metric:
+    """``metric="auto"``: accuracy when every probe could measure it, else loss."""
+    return "accuracy" if all(o.val_accuracy is not None for o in outcomes) else "loss"
+
+
+def _judge(
+    outcomes: Sequence[ProbeOutcome], chosen: int, runner_up: int | None, metric: Metric
+) -> tuple[float, float, conf.Confidence]:
+    """The chosen probe's margin over the runner-up, its standard error, and the probes' confidence."""
     margin = noise = math.nan
     if runner_up is not None:
         a, b = outcomes[chosen], outcomes[runner_up]
@@ -293,21 +300,7 @@ def verify(
         noise=noise,
         unit=" pt" if metric == "accuracy" else " loss",
     )
-    return Verification(
-        lr=outcomes[chosen].lr,
-        suggestion=float(result.suggestion),
-        div_factor=float(config.schedule["div_factor"]),
-        metric=metric,
-        candidates=tuple(outcomes),
-        chosen=chosen,
-        runner_up=runner_up,
-        margin=margin,
-        noise=noise,
-        probe_steps=steps,
-        run_steps=run_steps,
-        seconds=time.perf_counter() - t0,
-        confidence=conf.combine(curve_confidence(result), probes),
-    )
+    return margin, noise, probes
 
 
 def curve_confidence(result: RangeTestResult) -> conf.Confidence:
@@ -409,7 +402,7 @@ def _check(
     val_loader: Any,
     candidates: Sequence[float] | None,
     spacing: float,
-    span: tuple[int, int],
+    span: tuple[int, int] | None,
     run_steps: int | None,
     probe_fraction: float,
     probe_steps: int | None,
@@ -455,15 +448,12 @@ def _check(
 
 
 def _candidates(
-    result: RangeTestResult, candidates: Sequence[float] | None, spacing: float, span: tuple[int, int]
+    result: RangeTestResult, candidates: Sequence[float] | None, spacing: float, span: tuple[int, int] | None
 ) -> list[float]:
     if candidates is None:
-        if not (math.isfinite(result.suggestion) and result.suggestion > 0):
-            raise ConfigError(
-                f"The range test gave no usable suggestion ({result.suggestion!r}, quality {result.quality}): "
-                "run it again with more iterations, or pass candidates=[...] to verify"
-            )
-        return candidate_lrs(float(result.suggestion), spacing, span)
+        lrs = default_candidates(result)  # also: a ConfigError when there is no usable suggestion
+        neighbours = candidate_lrs(float(result.suggestion), spacing, span or (1, 0))  # checks spacing and span
+        return lrs if span is None else neighbours
     if isinstance(candidates, (str, bytes)) or not isinstance(candidates, Sequence) or not candidates:
         raise ConfigError(f"Expected candidates to be a non-empty list of learning rates, but got {candidates!r}")
     lrs = [checks.positive_float("each candidate", lr, hint="a learning rate") for lr in candidates]

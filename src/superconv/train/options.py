@@ -52,6 +52,12 @@ class FitOptions:
         resume: Continue the run saved in ``out_dir/last.pt`` exactly where it stopped.
         callbacks: :class:`superconv.Callback` objects (handlers on the loop's events).
         range_test_kwargs: Extra arguments for :meth:`superconv.LRFinder.range_test`.
+        verify: After the range test, check its suggestion with short one-cycle probes chosen on ``val_loader``
+            (:func:`superconv.finder.verify.verify`, with the run's length, format and accumulation) and train at
+            the verified LR; the probes' seconds count in ``range_test_seconds`` and in a time budget. ``None`` (the
+            default): :data:`superconv.train.setup.VERIFY_BY_DEFAULT`, on. Skipped (and said so in
+            ``decisions["max_lr"]``) without a ``val_loader`` or a one-cycle schedule; unused when ``max_lr`` is
+            given. ``False``: train at the range test's suggestion.
         progress: Progress bars (default: only when stderr is a terminal).
         verbose: Print the per-epoch table.
         log_every: Optimizer updates between progress updates (and NaN checks).
@@ -86,6 +92,7 @@ class FitOptions:
     resume: bool = False
     callbacks: Sequence[Callback] = ()
     range_test_kwargs: dict[str, Any] | None = None
+    verify: bool | None = None
     progress: bool | None = None
     verbose: bool = True
     log_every: int = 50
@@ -107,6 +114,11 @@ class FitOptions:
             raise ConfigError(f"Expected patience to be a positive integer (epochs) or None, but got {self.patience!r}")
         checks.one_of("monitor", self.monitor, tuple(MONITORS))
         checks.one_of("schedule", self.schedule, SCHEDULES)
+        if self.verify is not None and not isinstance(self.verify, bool):
+            raise ConfigError(
+                f"Expected verify to be True, False or None (the default), but got {self.verify!r}: pass verify=True "
+                "to check the range test's suggestion with short probes on the validation data"
+            )
         if self.max_lr is not None and not (checks.is_number(self.max_lr) and math.isfinite(self.max_lr)):
             raise ConfigError(f"Expected max_lr to be a positive, finite learning rate, but got {self.max_lr!r}")
         if self.max_lr is not None and self.max_lr <= 0:

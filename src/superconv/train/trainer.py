@@ -61,6 +61,7 @@ def fit(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     range_test_kwargs: dict[str, Any] | None = None,
+    verify: bool | None = None,
     progress: bool | None = None,
     verbose: bool = True,
     log_every: int = 50,

@@ -1,0 +1,212 @@
+"""The development phase of ``lr_suggestion.py``: the data every design choice is read from, and the choice.
+
+For each development workload and seed it records superconv's range test (the raw curve), full one-cycle runs on
+a quarter-decade grid of 13 LRs (the 7-point grid half a decade apart and the points between), and short probes
+(compressed one-cycle runs of 5%, 7.5% and 15% of the run, exactly what ``superconv.finder.verify`` trains) at
+every grid LR, each with its validation accuracy and loss.
+
+From that, without training anything more, it reads:
+
+* every candidate estimator's LR off the curve (:func:`estimates`), and what the full run at that LR would
+  score: the validation accuracy interpolated on the log-LR grid (at most 1/8 decade from a measured point);
+* every verification variant (:data:`VARIANTS`: a candidate set, a probe length, a metric) by the probes'
+  values interpolated the same way, and which candidate it would pick;
+* the short-horizon bias: how far the probes' best grid LR lies from the full runs', what that costs, and the
+  rank correlation between probe and full-run validation accuracy.
+
+The variant with the lowest :func:`objective` on VALIDATION accuracy is chosen; ``lr_suggestion.py`` then runs
+the held-out workloads with superconv's defaults, which must be that variant.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from _suggestion_runs import one_cycle, range_test, torch_lr_finder_steepest
+from _suggestion_workloads import WORKLOADS
+from superconv.finder import suggest
+from superconv.finder.candidates import lagged_steepest
+from superconv.finder.result import RangeTestResult
+
+#: Probe lengths measured at every grid LR, as fractions of the run's updates.
+FRACTIONS = (0.05, 0.075, 0.15)
+#: The verification budget: every variant's probes together take at most this share of the run's updates.
+MAX_COST = 0.15
+#: A variant: (name, candidate LRs from a job's estimates, probe fraction, metric).
+Variant = tuple[str, Callable[[dict[str, float]], list[float]], float, str]
+
+
+def _sets() -> dict[str, tuple[Callable[[dict[str, float]], list[float]], float]]:
+    """Candidate sets (from the estimates ``e``) and their probe length (the most the budget allows)."""
+    m = "minimum"
+    return {
+        "s/3, s": (lambda e: [e[m] / 3, e[m]], 0.075),
+        "s/2, s": (lambda e: [e[m] / 2, e[m]], 0.075),
+        "s/3, s, 3s": (lambda e: [e[m] / 3, e[m], 3 * e[m]], 0.05),
+        "s/2, s, 2s": (lambda e: [e[m] / 2, e[m], 2 * e[m]], 0.05),
+        "descent, s": (lambda e: [e["descent"], e[m]], 0.075),
+        "geomean(steepest, s), s": (lambda e: [math.sqrt(e["steepest"] * e[m]), e[m]], 0.075),
+        "tlrf, s": (lambda e: [e["tlrf"], e[m]], 0.075),
+        "s/2, tlrf": (lambda e: [e[m] / 2, e["tlrf"]], 0.075),
+        "s/2, s, tlrf": (lambda e: [e[m] / 2, e[m], e["tlrf"]], 0.05),
+        "s/2, s, steepest": (lambda e: [e[m] / 2, e[m], e["steepest"]], 0.05),
+    }
+
+
+VARIANTS: tuple[Variant, ...] = tuple(
+    (f"{name}; {fraction:.1%} each; by {metric}", cands, fraction, metric)
+    for name, (cands, fraction) in _sets().items()
+    for metric in ("accuracy", "loss")
+)
+#: The variant superconv's defaults implement (``superconv.finder.verify``); the dev phase must choose it.
+LIBRARY_DEFAULT = "s/2, tlrf; 7.5% each; by accuracy"
+#: Fallback estimators (no verification) compared on the development workloads.
+FALLBACKS: dict[str, Callable[[dict[str, float]], float]] = {
+    "minimum (superconv default)": lambda e: e["minimum"],
+    "steepest (lag-free curve)": lambda e: e["steepest"],
+    "tlrf (torch-lr-finder's, same sweep)": lambda e: e["tlrf"],
+    "descent": lambda e: e["descent"],
+    "geomean(steepest, minimum)": lambda e: math.sqrt(e["steepest"] * e["minimum"]),
+    "geomean(tlrf, minimum)": lambda e: math.sqrt(e["tlrf"] * e["minimum"]),
+    "geomean(descent, minimum)": lambda e: math.sqrt(e["descent"] * e["minimum"]),
+}
+
+# --------------------------------------------------------------------------------------------- measuring
+
+
+def fine_grid(low: float) -> list[float]:
+    """13 LRs a quarter decade apart from ``low``: the 7-point grid and the points between."""
+    return [float(f"{10 ** (math.log10(low) + k / 4):.4g}") for k in range(13)]
+
+
+def dev_job(name: str, seed: int) -> dict[str, Any]:
+    """The range test, full runs and probes on the fine grid for one development workload and seed.
+
+    Above two LRs in a row whose full runs diverged (or ended below 30% validation accuracy) the grid is not
+    trained further: every higher LR is recorded as diverged.
+    """
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    w = WORKLOADS[name]
+    data = w.data()
+    train = data[0]
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    init = {k: v.clone() for k, v in w.model().state_dict().items()}
+    result, _, _ = range_test(w, init, train, seed)
+    steps = w.run_steps(train)
+    full: dict[str, Any] = {}
+    probes: dict[str, dict[str, Any]] = {f"{f:g}": {} for f in FRACTIONS}
+    dead = 0
+    for lr in fine_grid(w.grid[0]):
+        k = f"{lr:.4g}"
+        if dead >= 2:
+            full[k] = {"val": 0.0, "val_loss": None, "test": 0.0, "diverged": True, "skipped": True}
+            continue
+        full[k] = one_cycle(w, init, data, seed, lr)
+        dead = dead + 1 if (full[k]["diverged"] or full[k]["val"] < 30) else 0
+        for f in FRACTIONS:
+            probes[f"{f:g}"][k] = one_cycle(w, init, data, seed, lr, max(10, round(f * steps)))
+    return {"workload": name, "role": w.role, "seed": seed, "run_steps": steps, "full": full, "probes": probes,
+            "range_test": result.to_dict(), "tlrf_own_sweep": torch_lr_finder_steepest(w, init, train, seed),
+            "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def estimates(job: dict[str, Any]) -> dict[str, float]:
+    """Every estimator's LR for the job: superconv's (re-read from the raw curve) and torch-lr-finder's."""
+    result = RangeTestResult.from_dict(job["range_test"])
+    out = dict(suggest.analyze(result.lrs, result.losses, result.smooth_f, stopped_early=result.diverged).estimates)
+    out["tlrf"] = lagged_steepest(result) or out["minimum"]
+    return out
+
+
+def _grid(job: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    keys = list(job["full"])
+    log_lrs = np.log10([float(k) for k in keys])
+    cols: dict[str, np.ndarray] = {
+        "val": np.array([job["full"][k]["val"] for k in keys]),
+        "test": np.array([job["full"][k]["test"] or 0.0 for k in keys]),
+    }
+    for f, probes in job["probes"].items():
+        losses = [probes[k]["val_loss"] if k in probes and probes[k]["val_loss"] is not None else 10.0 for k in keys]
+        cols[f"{f}/loss"] = np.minimum(np.array(losses), 10.0)  # diverged probes: a loss of 10
+        cols[f"{f}/accuracy"] = np.array([probes[k]["val"] if k in probes else 0.0 for k in keys])
+    return log_lrs, cols
+
+
+def at(job: dict[str, Any], column: str, lr: float) -> float:
+    """``column`` (e.g. "val", "0.075/loss") at ``lr``, interpolated linearly on the log-LR grid."""
+    log_lrs, cols = _grid(job)
+    return float(np.interp(math.log10(lr), log_lrs, cols[column]))
+
+
+def grid_best(job: dict[str, Any], split: str = "val") -> float:
+    """The best accuracy of the 7-point grid (every other fine-grid point), the reference every gap is to."""
+    return float(max(_grid(job)[1][split][::2]))
+
+
+def pick(job: dict[str, Any], variant: Variant) -> float:
+    """The LR a verification variant picks on a job (candidates closer than 15% are probed once)."""
+    _, candidates, fraction, metric = variant
+    lrs: list[float] = []
+    for lr in sorted(candidates(estimates(job))):
+        if not lrs or lr / lrs[-1] > 1.15:
+            lrs.append(lr)
+    values = [at(job, f"{fraction:g}/{metric}", lr) for lr in lrs]
+    best = int(np.argmax(values)) if metric == "accuracy" else int(np.argmin(values))
+    return lrs[best]
+
+
+def gap(job: dict[str, Any], lr: float, split: str = "val") -> float:
+    """Points of ``split`` accuracy lost by training at ``lr`` instead of the 7-point grid's best."""
+    return grid_best(job, split) - at(job, split, lr)
+
+
+def by_workload(jobs: list[dict[str, Any]], lr_of: Callable[[dict[str, Any]], float]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for job in sorted(jobs, key=lambda j: (j["workload"], j["seed"])):
+        out.setdefault(job["workload"], []).append(gap(job, lr_of(job)))
+    return out
+
+
+def objective(per_workload: dict[str, list[float]]) -> float:
+    """What the choice minimizes: over workloads, the mean of (mean gap + max gap) / 2 (the worst seed counts)."""
+    return float(np.mean([(np.mean(g) + max(g)) / 2 for g in per_workload.values()]))
+
+
+def choose_variant(jobs: list[dict[str, Any]]) -> tuple[str, dict[str, float]]:
+    """The variant with the lowest objective on the development jobs' validation accuracy, and every score."""
+    scores = {v[0]: objective(by_workload(jobs, picker(v))) for v in VARIANTS}
+    return min(scores, key=lambda n: scores[n]), scores
+
+
+def picker(variant: Variant) -> Callable[[dict[str, Any]], float]:
+    """``job -> the LR the variant picks`` (:func:`pick`)."""
+
+    def lr_of(job: dict[str, Any]) -> float:
+        return pick(job, variant)
+
+    return lr_of
+
+
+def horizon_bias(job: dict[str, Any], fraction: str) -> tuple[float, float, float]:
+    """Probes of ``fraction`` at every grid LR against the full runs: (decades from the full runs' best to the
+    probes' best, validation points lost by training at the probes' best, Spearman correlation of the probes'
+    and the full runs' validation accuracy over the LRs whose full run reached half the best)."""
+    log_lrs, cols = _grid(job)
+    full, short = cols["val"], cols[f"{fraction}/accuracy"]
+    i_full, i_short = int(np.argmax(full)), int(np.argmax(short))
+    sane = full >= 0.5 * full.max()
+    rho = float(spearmanr(short[sane], full[sane]).correlation)
+    return float(log_lrs[i_short] - log_lrs[i_full]), float(full[i_full] - full[i_short]), rho
