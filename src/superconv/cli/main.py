@@ -68,6 +68,23 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        _run(argv, started)
+    finally:
+        if argv is None:  # the process ends now (called in-process with argv, leave the caller's signals alone)
+            _ignore_signals_while_exiting()
+
+
+def _ignore_signals_while_exiting() -> None:
+    # The work is saved by now. Python resets its signal handlers to the default while it shuts down, so a
+    # SIGTERM/Ctrl-C landing in those last milliseconds would kill the process (status -15) instead of
+    # ending it cleanly: ignore them from here on.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run(argv: list[str] | None, started: float) -> None:
+    try:
         cli.main(args=argv, prog_name="superconv", standalone_mode=False, obj={"started": started})
     except click.exceptions.Abort:
         click.echo("superconv: aborted", err=True)
