@@ -15,7 +15,9 @@ from superconv.errors import ConfigError
 from superconv.models import build_model
 from superconv.train import speed
 from superconv.train.budget import MIN_UPDATES, TimeBudget, parse_seconds, plan_updates
+from superconv.train.events import Callback
 from superconv.train.recipes import CPU, adapt, auto_batch_size, auto_epochs, ema_decay_for
+from superconv.train.state import FitState
 
 
 def test_the_plan_fills_the_budget_and_never_exceeds_it() -> None:
@@ -65,6 +67,38 @@ def test_fit_under_a_budget_ends_within_it_with_the_whole_cycle() -> None:
     # the whole schedule ran: it ends at the one-cycle's final LR, far below the peak
     assert r.steps >= MIN_UPDATES and r.lrs[-1] < 0.01 / 1e4
     assert r.steps == len(r.lrs)
+
+
+class SlowDown(Callback):
+    """The machine turns slower once a fifth of the run is done (another job takes the cores)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.planned = 0
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.planned = state.total_steps
+
+    def on_batch_end(self, state: FitState) -> None:
+        if state.step > self.planned // 5:
+            time.sleep(self.seconds)
+
+
+def test_a_machine_that_slows_down_gets_the_cycle_compressed_not_the_budget_overrun() -> None:
+    d = load_data("digits", batch_size=32, seed=0)
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=8)
+    slow = SlowDown(0.03)
+    budget = TimeBudget(10.0, time.monotonic())
+    r = fit(model, d.train, d.val, max_lr=0.01, time_budget=budget, test_loader=d.test, callbacks=[slow],
+            verbose=False, progress=False)  # fmt: skip
+    assert "deadline" in r.decisions, r.decisions
+    assert r.steps < slow.planned
+    assert r.lrs[-1] < 0.01 / 1e4  # the compressed cycle still ends with its annihilation tail
+    assert r.steps == len(r.lrs)
+    # without the compression the slowed updates alone would take several times the budget
+    assert (slow.planned - slow.planned // 5) * slow.seconds > 2 * budget.seconds
+    assert budget.elapsed() < 1.5 * budget.seconds  # loose: the benchmark measures how close it comes
 
 
 def test_epochs_and_a_budget_take_the_smaller() -> None:

@@ -12,7 +12,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from superconv import OneCycleLR, total_steps
+from superconv import OneCycleLR, OneCycleSchedule, total_steps
 from superconv.errors import ConfigError
 
 
@@ -332,3 +332,65 @@ def test_loading_a_state_that_cycles_momentum_cycles_the_right_one(saved_kind: s
     with pytest.raises(ConfigError, match=r"Adagrad has no momentum or beta1 to cycle: pass cycle_momentum=False"):
         sched_c.load_state_dict(sched_a.state_dict())
     assert sched_c.cycle_momentum is False  # refused before anything was loaded
+
+
+def _sgd() -> torch.optim.SGD:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+
+
+def _lrs(scheduler: OneCycleLR, steps: int) -> list[float]:
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_speed_up_plays_the_rest_of_the_cycle_in_its_own_shape() -> None:
+    reference = OneCycleLR(_sgd(), max_lr=1.0, total_steps=100, three_phase=True)
+    planned = _lrs(reference, 100)
+    fast = OneCycleLR(_sgd(), max_lr=1.0, total_steps=100, three_phase=True)
+    before = _lrs(fast, 10)  # still in the warm-up
+    assert fast.speed_up(45) == 55
+    after = _lrs(fast, 45)
+    assert before == planned[:10]
+    # the rest of the planned curve at twice the speed: the peak still comes, the tail still ends the cycle
+    for i, lr in enumerate(after):
+        assert lr == pytest.approx(OneCycleSchedule(max_lr=1.0, total_steps=100, three_phase=True).lr(10 + 2 * i))
+    assert max(after) == pytest.approx(1.0, rel=1e-2)
+    assert fast.get_last_lr()[0] == pytest.approx(planned[-1])
+    # a later speed-up only brings the end closer, and continues from where the curve is
+    assert fast.speed_up(100) == 55
+
+
+def test_a_sped_up_schedule_resumes_bit_identically() -> None:
+    a = OneCycleLR(_sgd(), max_lr=1.0, total_steps=100)
+    _lrs(a, 30)
+    a.speed_up(40)
+    _lrs(a, 5)
+    a.speed_up(20)
+    state = torch.load(_roundtrip(a.state_dict()), weights_only=True)
+    b = OneCycleLR(_sgd(), max_lr=1.0, total_steps=100)
+    b.optimizer.load_state_dict(a.optimizer.state_dict())
+    b.load_state_dict(state)
+    assert _lrs(a, 25) == _lrs(b, 25)
+
+
+def test_early_finish_after_a_speed_up_starts_from_the_sped_up_lr() -> None:
+    s = OneCycleLR(_sgd(), max_lr=1.0, total_steps=100)
+    _lrs(s, 20)
+    s.speed_up(40)
+    _lrs(s, 10)
+    lr_now = s.get_last_lr()[0]
+    assert s.finish_early(10) == 40
+    after = _lrs(s, 12)
+    assert after[0] == pytest.approx(lr_now)
+    assert after[-1] == pytest.approx(s.schedules[0].final_lr)
+
+
+def _roundtrip(state: dict) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer

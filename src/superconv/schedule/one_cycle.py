@@ -20,6 +20,7 @@ torch, a step past the end holds the final value instead of extrapolating.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -74,9 +75,10 @@ def anneal(start: float, end: float, pct: float, strategy: str) -> float:
 class EarlyFinish:
     """The rest of a cycle compressed into ``steps`` updates from ``at_step``.
 
-    From the LR and momentum the schedule has at ``at_step``, the LR anneals (cosine) to the schedule's final LR
-    while the momentum rises back to its maximum, as in the cycle's own anneal; then both hold. Training that has
-    stopped improving thus still ends at the annihilation LR instead of being cut off mid-cycle.
+    From the LR and momentum the schedule has at ``at_step`` (or ``start_lr``/``start_momentum``, where an earlier
+    compression had already changed them), the LR anneals (cosine) to the schedule's final LR while the momentum
+    rises back to its maximum, as in the cycle's own anneal; then both hold. Training that has stopped improving,
+    or that runs out of time, thus still ends at the annihilation LR instead of being cut off mid-cycle.
 
     Example:
         >>> s = OneCycleSchedule(max_lr=1.0, total_steps=100)
@@ -87,16 +89,71 @@ class EarlyFinish:
 
     at_step: int
     steps: int
+    start_lr: float | None = None
+    start_momentum: float | None = None
 
     def pct(self, step: int | float) -> float:
         return min(1.0, max(0.0, (step - self.at_step) / self.steps))
 
     def lr(self, schedule: OneCycleSchedule, step: int | float) -> float:
-        return anneal(schedule.lr(self.at_step), schedule.final_lr, self.pct(step), "cos")
+        start = schedule.lr(self.at_step) if self.start_lr is None else self.start_lr
+        return anneal(start, schedule.final_lr, self.pct(step), "cos")
 
     def momentum(self, schedule: OneCycleSchedule, step: int | float) -> float | None:
-        start = schedule.momentum(self.at_step)
+        start = schedule.momentum(self.at_step) if self.start_momentum is None else self.start_momentum
         return None if start is None else anneal(start, schedule.max_momentum, self.pct(step), "cos")
+
+    @property
+    def end(self) -> int:
+        return self.at_step + self.steps
+
+
+def finish_at(
+    schedule: OneCycleSchedule,
+    finishes: Sequence[int],
+    step: int | float,
+    position: Callable[[int], int | float] = lambda step: step,
+) -> EarlyFinish | None:
+    """The compression in force at ``step``, from ``finishes`` = ``[at_1, steps_1, at_2, steps_2, ...]``.
+
+    Each later compression starts from where the one before it had brought the LR and momentum, so the curve stays
+    continuous however many times the end is brought closer; the first starts from the schedule at
+    ``position(at_1)`` (see :func:`sped_up_position`).
+
+    Example:
+        >>> s = OneCycleSchedule(max_lr=1.0, total_steps=100)
+        >>> f = finish_at(s, [40, 30, 50, 10], 55)
+        >>> f.at_step, f.end, f.start_lr == finish_at(s, [40, 30], 50).lr(s, 50)
+        (50, 60, True)
+    """
+    current = None
+    for at, steps in zip(finishes[::2], finishes[1::2]):
+        if at > step:
+            break
+        if current is None:
+            start = position(at)
+            current = EarlyFinish(at, steps, schedule.lr(start), schedule.momentum(start))
+        else:
+            current = EarlyFinish(at, steps, current.lr(schedule, at), current.momentum(schedule, at))
+    return current
+
+
+def sped_up_position(speedups: Sequence[float], step: int | float) -> int | float:
+    """Where in the schedule update ``step`` is, after the speed-ups ``[at_1, position_1, rate_1, ...]``.
+
+    From update ``at_k`` on, the schedule is played ``rate_k`` times as fast from ``position_k`` (the position
+    reached at ``at_k``): the rest of the cycle, warm-up, anneal and tail, keeps its shape in fewer updates.
+
+    Example:
+        >>> sped_up_position([], 7), sped_up_position([10, 10, 2.0], 7), sped_up_position([10, 10, 2.0], 15)
+        (7, 7, 20.0)
+    """
+    position: int | float = step
+    for at, at_position, rate in zip(speedups[::3], speedups[1::3], speedups[2::3]):
+        if step < at:
+            break
+        position = at_position + (step - at) * rate
+    return position
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,12 @@ from superconv import checks
 from superconv.errors import ConfigError
 from superconv.schedule.one_cycle import (
     AnnealStrategy,
-    EarlyFinish,
     OneCycleSchedule,
     bounds_kwargs,
+    finish_at,
     preset_kwargs,
     resolve_total_steps,
+    sped_up_position,
 )
 from superconv.schedule.steps import UpdateCounter
 
@@ -49,6 +50,7 @@ _STATE_KEYS = (
     "_warned_past_end",
     "base_lrs",
     "early_finish",
+    "speedups",
 )
 
 
@@ -169,7 +171,8 @@ class OneCycleLR(LRScheduler):
         self.count_updates = bool(count_updates)
         self._updates_seen = 0
         self._warned_past_end = False
-        self.early_finish: list[int] | None = None  # [at_step, steps]: see finish_early
+        self.early_finish: list[int] | None = None  # [at_step, steps, at_step, steps, ...]: see finish_early
+        self.speedups: list[float] = []  # [at_step, position, rate, ...]: see speed_up
         # Validates every argument (ConfigError names the argument and the value).
         self.schedules = self._build_schedules()
 
@@ -288,13 +291,13 @@ class OneCycleLR(LRScheduler):
             _past_the_end(step, self.total_steps, self.strict, self._warned_past_end, self.schedules[0].final_lr)
             self._warned_past_end = True
         if self.early_finish is not None and step >= self.early_finish[0]:
-            finish = EarlyFinish(*self.early_finish)
+            finishes = [finish_at(sched, self.early_finish, step, self.position) for sched in self.schedules]
             if self.cycle_momentum:
-                for group, sched in zip(groups, self.schedules):
-                    self._set_momentum(group, finish.momentum(sched, step))  # type: ignore[arg-type]
-            return [finish.lr(sched, step) for sched in self.schedules]
+                for group, sched, finish in zip(groups, self.schedules, finishes):
+                    self._set_momentum(group, finish.momentum(sched, step))  # type: ignore[union-attr,arg-type]
+            return [finish.lr(sched, step) for sched, finish in zip(self.schedules, finishes)]  # type: ignore[union-attr]
         # Every group shares the run's length and fractions: locate the phase once.
-        phase, pct = self.schedules[0].locate(step)
+        phase, pct = self.schedules[0].locate(self.position(step))
         if self.cycle_momentum:
             for group, sched in zip(groups, self.schedules):
                 self._set_momentum(group, sched.momentum_at(phase, pct))
@@ -303,14 +306,46 @@ class OneCycleLR(LRScheduler):
     def finish_early(self, steps: int) -> int:
         """Compress the rest of the cycle into ``steps`` updates from now (:class:`EarlyFinish`).
 
-        The anneal and the annihilation tail then end ``steps`` updates from now instead of at ``total_steps``.
-        Returns the update count at which the schedule now ends. Used by early stopping when validation stalls.
+        The anneal and the annihilation tail then end ``steps`` updates from now instead of at ``total_steps`` (or
+        at an earlier compression's end: each call can only bring the end closer, from the LR reached so far).
+        Returns the update count at which the schedule now ends. Used by early stopping when validation stalls and
+        by a time budget when the machine turns slower than measured.
         """
         checks.positive_int("steps", steps)
         at = self.last_epoch
-        if self.early_finish is None:
-            self.early_finish = [at, steps]
-        return self.early_finish[0] + self.early_finish[1]
+        end = self.end_step() if self.early_finish is None else self.early_finish[-2] + self.early_finish[-1]
+        if at + steps < end:
+            self.early_finish = [*(self.early_finish or []), at, steps]
+            end = at + steps
+        return end
+
+    def speed_up(self, steps: int) -> int:
+        """Play the rest of the cycle, in its own shape, in ``steps`` updates from now; returns the new end.
+
+        Unlike :meth:`finish_early` the warm-up (if not over), the peak, the anneal and the tail all still come,
+        only faster. Used by a time budget when the machine turns slower than measured. Each call can only bring
+        the end closer; once the cycle is finishing early, the finish itself is compressed.
+        """
+        checks.positive_int("steps", steps)
+        if self.early_finish is not None:
+            return self.finish_early(steps)
+        at, end = self.last_epoch, self.end_step()
+        if at + steps >= end:
+            return end
+        position = self.position(at)
+        self.speedups = [*self.speedups, at, position, (self.total_steps - position) / steps]
+        return at + steps
+
+    def position(self, step: int) -> int | float:
+        """Where in the planned cycle update ``step`` is (``step`` itself unless :meth:`speed_up` was called)."""
+        return sped_up_position(self.speedups, step) if self.speedups else step
+
+    def end_step(self) -> int:
+        """The update at which the cycle (as sped up so far, before any early finish) ends."""
+        if not self.speedups:
+            return self.total_steps
+        at, position, rate = self.speedups[-3:]
+        return round(at + (self.total_steps - position) / rate)
 
     # --- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import superconv.train.loop as loop
 import superconv.train.setup as setup
 from superconv.errors import ConfigError
 from superconv.train.budget import TimeBudget
+from superconv.train.deadline import Deadline
 from superconv.train.checkpointing import BestCheckpoint, Checkpointer, load_last
 from superconv.train.early_stopping import MONITORS, EarlyStopping
 from superconv.train.ema import EMAHandler, WeightEMA
@@ -136,6 +137,8 @@ def _handlers(state: FitState, options: FitOptions, signals: GracefulStop) -> li
     handlers += list(options.callbacks)
     if options.patience:
         handlers.append(EarlyStopping(options.patience, MONITORS[options.monitor], monitor=options.monitor))
+    if isinstance(options.time_budget, TimeBudget):
+        handlers.append(Deadline(options.time_budget, options.verbose))
     handlers.append(Interrupt(signals, out))  # after every on_batch_end: a signal sent there stops at this update
     if out is not None:
         stateful = {h.state_key: h for h in handlers if h.state_key and h not in options.callbacks}
