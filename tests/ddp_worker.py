@@ -7,7 +7,6 @@ synthetic tensors in superconv's TensorLoader, sharded over the processes by ``f
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,17 +59,6 @@ class NaNOn(nn.Module):
             if distributed.rank() == self.rank and self.calls > self.after:
                 return out * float("nan")
         return out
-
-
-class KillAt(superconv.Callback):
-    """SIGKILLs the process of ``rank`` at optimizer update ``step`` (no clean-up, as a crash would)."""
-
-    def __init__(self, rank: int, step: int) -> None:
-        self.rank, self.step = rank, step
-
-    def on_batch_end(self, state: Any) -> None:
-        if state.updated and state.step == self.step and distributed.rank() == self.rank:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def weights(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -133,9 +121,6 @@ def main() -> None:
     if scenario == "train":
         with distributed.session():
             report = {"range_test": range_test(out), "fit": fit(out)}
-    elif scenario == "elastic":  # killed once at update 12 (epoch 2); torchrun's restart resumes from epoch 1
-        first = not distributed.restarted()
-        report = fit(out, resume=not first, callbacks=[KillAt(rank=1, step=12)] if first else [])
     elif scenario == "nan":
         with distributed.session():
             report = nan(out)

@@ -43,9 +43,8 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "SUPERCONV_DIST_TIMEOUT": "60", **extra}
 
 
-def _torchrun(*args: str, timeout: float, restarts: int = 0) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    command += [f"--max-restarts={restarts}", "--monitor-interval=0.2", *args]
+def _torchrun(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
     return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
@@ -106,18 +105,6 @@ def test_a_nan_on_one_rank_stops_every_rank_together(tmp_path: Path) -> None:
     assert "NaN/inf" in r0["message"] and "NaN/inf" in r1["message"]
 
 
-def test_torchruns_elastic_restart_resumes_a_killed_run_exactly(trained: Any, tmp_path: Path) -> None:
-    proc = _torchrun(str(HERE / "ddp_worker.py"), "elastic", str(tmp_path), timeout=180, restarts=1)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Resuming" in proc.stdout
-    r0, r1 = _reports(tmp_path, "elastic")
-    reference = trained[1][0]["fit"]
-    assert r0["steps"] == r1["steps"] == reference["steps"]
-    for key, value in reference["weights"].items():
-        assert torch.equal(r0["weights"][key], r1["weights"][key]), key
-        torch.testing.assert_close(r0["weights"][key], value, rtol=1e-5, atol=1e-6)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,13 +115,29 @@ def test_a_killed_rank_ends_the_other_and_the_run_resumes_with_two_or_one_proces
     """Two CLI processes started as torchrun starts them (env:// rendezvous); rank 1 is SIGKILLed after the first
     checkpoint: rank 0 must exit with one clear line, not hang; then the run resumes with 1 and with 2 processes."""
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "superconv", "train", *TINY, "--epochs", "6", "--no-early-stopping", "--max-lr", "0.05", "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "superconv",
+        "train",
+        *TINY,
+        "--epochs",
+        "6",
+        "--no-early-stopping",
+        "--max-lr",
+        "0.05",
+        "--out",
+        str(out),
+    ]
     port = str(_free_port())
     ranks = [
         subprocess.Popen(
-            args, env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            args,
+            env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for r in (0, 1)
     ]
     try:
@@ -153,6 +156,7 @@ def test_a_killed_rank_ends_the_other_and_the_run_resumes_with_two_or_one_proces
     assert ranks[0].returncode == 1, err
     message = [line for line in err.splitlines() if line.startswith("superconv: error:")]
     assert len(message) == 1 and "another process of this run stopped answering" in message[0], err
+    print(message[0])
     saved = torch.load(out / "last.pt", weights_only=True)
     assert saved["world_size"] == 2 and not saved["finished"]
 

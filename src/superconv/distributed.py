@@ -123,6 +123,8 @@ def session(device_type: str | None = None) -> Iterator[bool]:
         started = True
     try:
         yield active()
+        if started:
+            barrier()  # no process takes the group down while another still finishes its last collective
     finally:
         if started and dist.is_initialized():
             dist.destroy_process_group()
