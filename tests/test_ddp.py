@@ -175,3 +175,22 @@ def test_a_killed_rank_ends_the_other_and_the_run_resumes_with_two_or_one_proces
         assert last["step"] == last["total_steps"] == saved["total_steps"]
         assert metrics["test_accuracy"] > 0.5
     assert two.stdout.count("Resuming") == 1
+
+
+@pytest.mark.parametrize("n", [256, 250, 241])
+def test_sharded_loaders_split_every_global_batch_and_count_the_same_batches(n: int) -> None:
+    """The parts of two processes are the one-process batch, in order, with its augmentation; the epoch's length
+    (what sizes the schedule) is the same for 1 and 2 processes, drop_last or not."""
+    images, labels = ddp_worker.data(n)
+    for drop_last in (True, False):
+        whole = ddp_worker.TensorLoader(images, labels, batch_size=32, mean=[0.3], std=[0.3], shuffle=True,
+                                        drop_last=drop_last, augment=True, pad=2, flip=True, seed=5)  # fmt: skip
+        parts = [whole.shard(r, 2) for r in (0, 1)]
+        assert len(parts[0]) == len(parts[1]) == len(whole) - (not drop_last and 0 < n % 32 < 2)
+        for loader in (whole, *parts):
+            loader.set_epoch(3)
+        for (x, y), (x0, y0), (x1, y1) in zip(whole, *parts):
+            assert len(y0) == len(y1) or not drop_last
+            assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+    with pytest.raises(superconv.errors.ConfigError, match="does not split evenly over 3 processes"):
+        whole.shard(0, 3) if whole.drop_last else ddp_worker.loader().shard(0, 3)
