@@ -17,6 +17,7 @@ import superconv.cli.compare_cmd
 import superconv.cli.find_lr_cmd
 import superconv.cli.schedule_cmd
 import superconv.cli.train_cmd  # noqa: F401
+import superconv.distributed as distributed
 from superconv.cli.group import cli
 from superconv.errors import CheckpointError, ConfigError
 
@@ -55,6 +56,18 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def lost_peer_message(exc: BaseException) -> str:
+    """What a process says when another process of its run died or stopped answering."""
+    first = one_line(exc)[:200]
+    rank, world = distributed.launched_rank()
+    return (
+        f"process {rank} of {world}: another process of this run stopped "
+        f"answering (it died, was killed, or hangs), so this one stops too ({type(exc).__name__}: {first}). "
+        "Continue from the last checkpoint with `superconv train --resume DIR` (torchrun --max-restarts does it "
+        "by itself)"
+    )
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -85,7 +98,8 @@ def _ignore_signals_while_exiting() -> None:
 
 def _run(argv: list[str] | None, started: float) -> None:
     try:
-        cli.main(args=argv, prog_name="superconv", standalone_mode=False, obj={"started": started})
+        obj = {"started": started, "argv": sys.argv[1:] if argv is None else list(argv)}
+        cli.main(args=argv, prog_name="superconv", standalone_mode=False, obj=obj)
     except click.exceptions.Abort:
         click.echo("superconv: aborted", err=True)
         sys.exit(130)
@@ -103,6 +117,9 @@ def _run(argv: list[str] | None, started: float) -> None:
         click.echo(f"superconv: error: {exc}", err=True)
         sys.exit(1)
     except Exception as exc:  # a bug, not bad input: one line, and the traceback on request
+        if distributed.lost_peer(exc):
+            click.echo(f"superconv: error: {lost_peer_message(exc)}", err=True)
+            sys.exit(1)
         if os.environ.get("SUPERCONV_DEBUG"):
             raise
         click.echo(

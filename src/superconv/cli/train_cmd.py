@@ -3,10 +3,16 @@
 With no tuning options the run adapts to the data and the machine (batch, length, format, weight average,
 flips; ``superconv.train.recipes``) and says what it decided. The run directory is claimed first and
 ``config.json`` written before training, so a run killed at any moment can be resumed with ``--resume DIR``.
+
+Several processes: ``torchrun --nproc-per-node N -m superconv train ...`` (also across machines, with torchrun's
+rendezvous options), or ``superconv train --nproc-per-node N ...``, which starts them itself through torch's own
+launcher (``torch.distributed.run``). Rank 0 claims the run directory, prints and writes; a worker group that
+torchrun restarts (``--max-restarts``) resumes from the run's last checkpoint (docs/distributed.md).
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -15,6 +21,7 @@ from typing import Any
 
 import click
 
+import superconv.distributed as distributed
 from superconv.cli.group import CONTEXT, cli
 from superconv.cli.options import (
     FiniteFloat,
@@ -107,13 +114,52 @@ class Seconds(click.ParamType):
     help="Continue the run in this directory with its saved options (a finished run is left as it is).",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when interactive).")
+@click.option(
+    "--nproc-per-node",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Train with this many processes on this machine (one per GPU; DDP), started by torch.distributed.run.",
+)
 def train(**opts: Any) -> None:
     """Train on a dataset with super-convergence: range test, one cycle, early stopping, test on the best."""
-    from superconv.train.budget import TimeBudget
+    from superconv.device import resolve_device
 
     context = click.get_current_context().obj or {}
+    nproc = opts.pop("nproc_per_node")
+    if nproc is not None and nproc > 1 and not distributed.launched():
+        sys.exit(_launch(nproc, context.get("argv")))
+    with distributed.session(resolve_device(opts["device"]).type) as several:
+        if several and resolve_device(opts["device"]).type == "cuda":
+            opts["device"] = str(distributed.local_device("cuda"))  # this process's GPU (LOCAL_RANK)
+        _train(opts, context)
+
+
+def _launch(nproc: int, argv: list[str] | None) -> int:
+    """Run this command again as ``nproc`` processes under torch's launcher; its exit status."""
+    if argv is None:
+        raise click.UsageError("--nproc-per-node needs the command line: run it as `superconv train ...`")
+    rest, skip = [], False
+    for arg in argv:
+        if skip or arg == "--nproc-per-node" or arg.startswith("--nproc-per-node="):
+            skip = arg == "--nproc-per-node"
+            continue
+        rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    child = subprocess.Popen([*command, "-m", "superconv", *rest])
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the launcher passes it on to its workers, which save and stop
+        child.terminate()
+        return child.wait()
+
+
+def _train(opts: dict[str, Any], context: dict[str, Any]) -> None:
+    from superconv.train.budget import TimeBudget
+
     started = context.get("started") or time.monotonic()  # main() passes the process's start
     resume_dir: Path | None = opts.pop("resume")
+    if resume_dir is None and distributed.restarted() and opts["out"] is not None:
+        resume_dir = opts["out"]  # torchrun restarted the workers after a failure: continue the run
     if resume_dir is not None:
         saved = read_saved_run(resume_dir)
         if saved.finished:
@@ -124,13 +170,18 @@ def train(**opts: Any) -> None:
         if not resumable:
             click.echo(f"superconv train: {resume_dir} holds no checkpoint yet; starting it again with its options")
     else:
-        opts["out"] = claim_run_dir(opts["out"] or default_out("train"), overwrite=opts["overwrite"])
-        write_json(opts["out"] / "config.json", {"options": plain(opts)})  # resumable from here on
+        opts["out"] = distributed.on_main(_claim, opts)  # rank 0 claims it; every process learns the folder
         resumable = False
     if opts["no_ema"] and opts["ema"] is not None:
         raise click.UsageError("--ema and --no-ema contradict each other: give one of them")
     cap = opts["time_budget"] or (None if opts["epochs"] else base_recipe(opts).time_cap)
     _run(opts, resume=resumable, budget=TimeBudget(cap, started) if cap else None)
+
+
+def _claim(opts: dict[str, Any]) -> Path:
+    out = claim_run_dir(opts["out"] or default_out("train"), overwrite=opts["overwrite"])
+    write_json(out / "config.json", {"options": plain({**opts, "out": out})})  # resumable from here on
+    return out
 
 
 def _recipe(opts: dict[str, Any], data: Any) -> tuple[Any, dict[str, str]]:
@@ -166,14 +217,20 @@ def _run(opts: dict[str, Any], *, resume: bool, budget: Any) -> None:
     from superconv.train.report import write_run
 
     out: Path = opts["out"]
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 loads first: a download or a cache is written once
     data = load(opts, opts["batch_size"] or base_recipe(opts).batch_size)
+    if distributed.is_main():
+        distributed.barrier()
     recipe, decisions = _recipe(opts, data)
     if recipe.batch_size != data.train.batch_size:
         data = data.with_batch_size(recipe.batch_size)
     model = build(opts, recipe, data)
     config = _config(opts, recipe, data, decisions)
-    write_json(out / "config.json", config)  # before training: a run killed at any moment can be resumed
-    _echo_header(opts, data, recipe, decisions, out)
+    main = distributed.is_main()
+    if main:
+        write_json(out / "config.json", config)  # before training: a run killed at any moment can be resumed
+        _echo_header(opts, data, recipe, decisions, out)
     train, tuning = _trainer(opts)
     result = train(
         model, data.train, data.val, **tuning, epochs=recipe.epochs, max_lr=opts["max_lr"], optimizer=recipe.optimizer,
@@ -186,8 +243,9 @@ def _run(opts: dict[str, Any], *, resume: bool, budget: Any) -> None:
         time_budget=budget, budget_reserve=2.0 if budget is not None else 0.0, verify=opts["verify"],
     )  # fmt: skip
     config["decisions"].update(result.decisions)
-    write_run(out, result, config)
-    _print_summary(result, out)
+    if main:
+        write_run(out, result, config)
+        _print_summary(result, out)
     if result.interrupted:
         sys.exit(130)
     if result.diverged:
@@ -234,6 +292,7 @@ def _config(opts: dict[str, Any], recipe: Any, data: Any, decisions: dict[str, s
         "classes": data.classes,
         "train_size": data.train_size,
         "device": str(resolve_device(opts["device"])),
+        "processes": distributed.world_size(),
     }
 
 

@@ -24,15 +24,37 @@ from torch import Tensor
 from superconv.data.seeding import epoch_generator
 from superconv.device import canonical_device
 
-__all__ = ["AUGMENT_STREAM", "ORDER_STREAM", "Augmentation", "BatchTransform", "epoch_order", "num_batches"]
+__all__ = [
+    "AUGMENT_STREAM",
+    "ORDER_STREAM",
+    "Augmentation",
+    "BatchTransform",
+    "epoch_order",
+    "num_batches",
+    "shard_bounds",
+]
 
 ORDER_STREAM = 0
 AUGMENT_STREAM = 1
 
 
-def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
-    """Batches per epoch over ``n`` examples."""
-    return n // batch_size if drop_last else math.ceil(n / batch_size)
+def num_batches(n: int, batch_size: int, drop_last: bool, world_size: int = 1) -> int:
+    """Batches per epoch over ``n`` examples; split over ``world_size`` processes, a last partial batch too small
+    to give every process an example is left out (every process must train on every batch)."""
+    full, rest = divmod(n, batch_size)
+    if drop_last or rest == 0:
+        return full
+    return full + (1 if rest >= world_size else 0)
+
+
+def shard_bounds(count: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The part ``[start, stop)`` of a batch of ``count`` examples that process ``rank`` of ``world_size`` takes.
+
+    The global batch is cut into consecutive parts of ``ceil(count / world_size)`` examples: ``world_size``
+    processes together see exactly the batch one process would (and equal parts when it divides evenly).
+    """
+    part = math.ceil(count / world_size)
+    return min(rank * part, count), min((rank + 1) * part, count)
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> Tensor:
@@ -79,6 +101,10 @@ class Augmentation:
     dy: Tensor
     dx: Tensor
     flips: Tensor
+
+    def part(self, start: int, stop: int) -> Augmentation:
+        """The augmentation of the images ``start:stop`` of the batch (a process's share of it)."""
+        return Augmentation(self.dy[start:stop], self.dx[start:stop], self.flips[start:stop])
 
 
 class BatchTransform:

@@ -26,7 +26,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from superconv.checks import positive_int
-from superconv.data.batching import Augmentation, BatchTransform, epoch_order, num_batches, single_threaded
+from superconv.data.batching import (
+    Augmentation,
+    BatchTransform,
+    epoch_order,
+    num_batches,
+    shard_bounds,
+    single_threaded,
+)
 from superconv.device import canonical_device, same_device
 from superconv.errors import ConfigError, DataError
 
@@ -47,6 +54,8 @@ class Loader(Protocol):
 
     def with_batch_size(self, batch_size: int) -> Loader: ...
 
+    def shard(self, rank: int, world_size: int) -> Loader: ...
+
 
 def _pow2_at_most(n: int) -> int:
     return 1 << max(0, n.bit_length() - 1)
@@ -61,6 +70,17 @@ def _check_sizes(batch_size: int, n: int, drop_last: bool, what: str) -> None:
         )
     if n == 0:
         raise DataError("Expected at least one example in the split, but it is empty")
+
+
+def _check_shard(rank: int, world_size: int, batch_size: int, training: bool) -> None:
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"Expected 0 <= rank < world_size, but got rank={rank}, world_size={world_size}")
+    if training and batch_size % world_size:
+        raise ConfigError(
+            f"The batch size {batch_size} does not split evenly over {world_size} processes: it is the global batch, "
+            f"each process takes batch_size / {world_size} of it; use a multiple of {world_size} "
+            f"(e.g. --batch-size {max(world_size, batch_size - batch_size % world_size)})"
+        )
 
 
 def _check_epoch(epoch: int, start_batch: int, batches: int) -> None:
@@ -116,6 +136,10 @@ class TensorLoader(_Augmented):
 
     Iterating without calling :meth:`set_epoch` uses epochs 0, 1, 2, ... in turn; calling
     ``set_epoch(e)`` makes the next iteration epoch ``e`` (what a resumed run does).
+
+    Under several processes, :meth:`shard` gives each process its part of every batch: ``batch_size`` stays the
+    global batch, the epoch's order and augmentation stay functions of ``(seed, epoch)``, and process ``rank``
+    takes the ``rank``-th of ``world_size`` consecutive parts of each batch.
     """
 
     def __init__(
@@ -162,6 +186,7 @@ class TensorLoader(_Augmented):
         )
         self.epoch = 0
         self._start_batch = 0
+        self.rank, self.world_size = 0, 1
         self.resident = same_device(images.device, self.device)
         if not self.resident and images.device.type != "cpu":
             raise DataError(
@@ -176,13 +201,21 @@ class TensorLoader(_Augmented):
     def with_batch_size(self, batch_size: int) -> TensorLoader:
         """The same data, order and augmentation in batches of ``batch_size`` (the tensors are shared, not copied)."""
         _check_sizes(batch_size, self.dataset_size, self.drop_last, "examples")
+        _check_shard(self.rank, self.world_size, batch_size, self.drop_last)
         other = copy.copy(self)
         other.batch_size = batch_size
         other._staging, other._staging_events, other._slot = [], [], 0
         return other
 
+    def shard(self, rank: int, world_size: int) -> TensorLoader:
+        """This loader for process ``rank`` of ``world_size``: its part of every (global) batch."""
+        _check_shard(rank, world_size, self.batch_size, self.drop_last)
+        other = self.with_batch_size(self.batch_size)
+        other.rank, other.world_size = rank, world_size
+        return other
+
     def __len__(self) -> int:
-        return num_batches(self.dataset_size, self.batch_size, self.drop_last)
+        return num_batches(self.dataset_size, self.batch_size, self.drop_last, self.world_size)
 
     @property
     def image_size(self) -> int:
@@ -212,8 +245,13 @@ class TensorLoader(_Augmented):
         for b, aug in enumerate(self.transform.draws(self.seed, epoch, n, bs, len(self))):
             if b < start:
                 continue
+            idx = order_dev[b * bs : min((b + 1) * bs, n)]
+            if self.world_size > 1:
+                lo, hi = shard_bounds(idx.numel(), self.rank, self.world_size)
+                if lo == hi:
+                    continue  # an evaluation loader's last batch, too small for every process
+                idx, aug = idx[lo:hi], aug.part(lo, hi) if aug is not None else None
             with single_threaded(host_work):
-                idx = order_dev[b * bs : min((b + 1) * bs, n)]
                 x = self._gather(idx)
                 y = self.labels.index_select(0, idx)
                 if not self.resident:
@@ -256,19 +294,25 @@ class EpochBatchSampler(Sampler[list[int]]):
     decode; the skipped batches are never decoded.
     """
 
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int) -> None:
+    def __init__(
+        self, n: int, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.n, self.batch_size, self.shuffle, self.drop_last, self.seed = n, batch_size, shuffle, drop_last, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.start_batch = 0
 
     def __len__(self) -> int:
-        return num_batches(self.n, self.batch_size, self.drop_last)
+        return num_batches(self.n, self.batch_size, self.drop_last, self.world_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         order = epoch_order(self.n, self.seed, self.epoch, self.shuffle)
         bs = self.batch_size
         for b in range(self.start_batch, len(self)):
-            yield order[b * bs : (b + 1) * bs].tolist()
+            batch = order[b * bs : (b + 1) * bs]
+            lo, hi = shard_bounds(len(batch), self.rank, self.world_size)
+            if lo < hi:
+                yield batch[lo:hi].tolist()
 
 
 class StreamLoader(_Augmented):
@@ -301,13 +345,16 @@ class StreamLoader(_Augmented):
         seed: int = 0,
         num_workers: int = 0,
         skip_bad_images: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         n = len(dataset)
         _check_sizes(batch_size, n, drop_last, "images")
+        _check_shard(rank, world_size, batch_size, drop_last)
         self._options: dict[str, Any] = {
             "batch_size": batch_size, "mean": mean, "std": std, "device": device, "shuffle": shuffle,
             "drop_last": drop_last, "augment": augment, "pad": pad, "flip": flip, "seed": seed,
-            "num_workers": num_workers, "skip_bad_images": skip_bad_images,
+            "num_workers": num_workers, "skip_bad_images": skip_bad_images, "rank": rank, "world_size": world_size,
         }  # fmt: skip
         self.dataset = dataset
         self.device = canonical_device(device)
@@ -316,13 +363,16 @@ class StreamLoader(_Augmented):
         self.seed = seed
         self.epoch = 0
         self._start_batch = 0
+        self.rank, self.world_size = rank, world_size
         self.num_workers = num_workers
         self.skip_bad_images = skip_bad_images
         self.skipped: list[str] = []  # messages of the images left out (skip_bad_images)
         self.transform = BatchTransform(
             mean=mean, std=std, device=self.device, augment=augment, pad=pad, flip=flip, output_size=None
         )
-        self._sampler = EpochBatchSampler(n, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
+        self._sampler = EpochBatchSampler(
+            n, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, rank=rank, world_size=world_size
+        )
         self._loader = DataLoader(
             dataset,
             batch_sampler=self._sampler,
@@ -337,6 +387,10 @@ class StreamLoader(_Augmented):
     def with_batch_size(self, batch_size: int) -> StreamLoader:
         """The same files, order and augmentation in batches of ``batch_size`` (new workers)."""
         return StreamLoader(self.dataset, **{**self._options, "batch_size": batch_size})
+
+    def shard(self, rank: int, world_size: int) -> StreamLoader:
+        """This loader for process ``rank`` of ``world_size``: its part of every (global) batch (new workers)."""
+        return StreamLoader(self.dataset, **{**self._options, "rank": rank, "world_size": world_size})
 
     def __len__(self) -> int:
         return len(self._sampler)
@@ -361,6 +415,12 @@ class StreamLoader(_Augmented):
         for b, aug in enumerate(draws):
             if b < start:
                 continue  # drawn, so that the later batches get the crops of an uninterrupted epoch
+            if self.world_size > 1:
+                lo, hi = shard_bounds(min(self.batch_size, self.dataset_size - b * self.batch_size), self.rank,
+                                      self.world_size)  # fmt: skip
+                if lo == hi:
+                    continue  # the sampler left this process's empty part out too
+                aug = aug.part(lo, hi) if aug is not None else None
             x, y, problems = next(batches)
             x, y, aug = self._without_bad(x, y, aug, problems)
             with single_threaded(host_work):

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+import superconv.distributed as distributed
 import superconv.finder.amp as amp
 import superconv.finder.plotting as plotting
 import superconv.finder.suggest as suggest
@@ -218,7 +219,8 @@ class LRFinder:
             batch_loss = BatchLoss(self.model, self.criterion, loss_fn, batches.kind)
             precision = amp.Precision(device, self.amp_backend, self.amp_config, scaler, autocast_dtype, self._apex_amp)
             sweep = Sweep(self.model, self.optimizer, plan, batch_loss, precision, device, val_loader)
-            sweep.run(batches, record, sys.stderr.isatty() if progress is None else progress)
+            show = (sys.stderr.isatty() if progress is None else progress) and distributed.is_main()
+            sweep.run(batches, record, show)
         finally:
             self.reset()
             self.history = {"lr": list(record.lrs), "loss": list(record.smoothed)}
@@ -428,6 +430,15 @@ def _result(record: SweepRecord, plan: SweepPlan, estimator: str, validation: bo
     )
 
 
+def _write_outputs(result: RangeTestResult, plot_path: Any, json_path: Any, csv_path: Any) -> None:
+    if plot_path is not None:
+        result.plot(plot_path)
+    if json_path is not None:
+        result.to_json(json_path)
+    if csv_path is not None:
+        result.to_csv(csv_path)
+
+
 def find_lr(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -476,11 +487,7 @@ def find_lr(
         range_test_kwargs["start_lr"] = DEFAULT_START_LR
     finder = LRFinder(model, optimizer, criterion, device=device, loss_fn=loss_fn)
     result = finder.range_test(train_loader, **range_test_kwargs)
-    if plot_path is not None:
-        result.plot(plot_path)
-    if json_path is not None:
-        result.to_json(json_path)
-    if csv_path is not None:
-        result.to_csv(csv_path)
+    if distributed.is_main():  # several processes: one curve, written once
+        _write_outputs(result, plot_path, json_path, csv_path)
     result.one_cycle_kwargs()  # no usable point: say so (ConfigError) rather than return a NaN max_lr
     return result

@@ -6,6 +6,11 @@ stops early on divergence (:class:`~superconv.finder.plan.Divergence`), at once 
 update is applied, and without recording it), and when the GradScaler skips :data:`MAX_CONSECUTIVE_SKIPS` updates
 in a row; a skipped update is retried at the same LR with the next batch. Putting the model back is the caller's
 job (:class:`~superconv.finder.snapshot.Snapshot`).
+
+Under several processes (a DistributedDataParallel model, each process on its part of every batch) the sweep is
+one sweep: each recorded loss is the mean over the processes (an all-reduce per update), so every process applies
+the same stop rule to the same numbers and stops at the same update; a NaN on one process is a NaN in the mean,
+and every process stops there together.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import superconv.distributed as distributed
 from superconv.errors import ConfigError
 from superconv.finder.amp import Precision
 from superconv.finder.batches import BatchLoss, TrainBatches, leading_size, to_device
@@ -139,7 +145,7 @@ class Sweep:
             total = part if total is None else total + part
             self.precision.backward(loss, self.optimizer)
         assert total is not None
-        return total.item()
+        return distributed.mean(total)  # total.item() with one process
 
     def _val_loss(self) -> float:
         """The mean loss per sample over the validation batches, in eval mode and without gradients."""
@@ -161,6 +167,9 @@ class Sweep:
         running = 0.0
         for value, size in zip(torch.stack(losses).tolist(), sizes):  # one host sync per step
             running += value * size  # torch-lr-finder's sum, in the same order
+        if distributed.active():  # the mean per sample over every process's validation batches
+            running, count = distributed.sum_tensor(torch.tensor([running, float(sum(sizes))])).tolist()
+            return running / count
         return running / sum(sizes)
 
 

@@ -5,6 +5,9 @@ Both are plain data written atomically (:mod:`superconv.train.checkpoint`) and r
 ``last.pt`` holds the model, optimizer, scheduler and scaler states, every stateful handler's state (EMA, early
 stopping, the applied schedule, the best metrics) under its ``state_key``, the position (epoch, batch, update),
 the history, the RNG streams and the training seconds so far.
+
+Under several processes every process builds the payload (the epoch's sums are reduced over them) and rank 0 alone
+writes it; ``last.pt`` also records how many processes trained (:func:`check_processes` says which resumes work).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+import superconv.distributed as distributed
 from superconv import rng
 from superconv.errors import CheckpointError
 from superconv.train.checkpoint import load_checkpoint, save_checkpoint, state_on_cpu
@@ -31,9 +35,27 @@ PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
-    """The module itself, also when ``model`` is its ``torch.compile`` wrapper (whose keys carry a prefix)."""
+    """The module itself, also inside ``torch.compile`` or DistributedDataParallel wrappers (keys with a prefix)."""
     inner = getattr(model, "_orig_mod", None)
-    return inner if isinstance(inner, nn.Module) else model
+    return distributed.unwrap(inner if isinstance(inner, nn.Module) else model)
+
+
+def check_processes(ckpt: dict[str, Any], loader: Any, path: Path) -> None:
+    """Refuse a resume with another number of processes unless the batches stay the same.
+
+    superconv's loaders keep the global batch whatever the number of processes (each takes ``batch / N`` of it),
+    so the epoch's batches, the position and the schedule carry over from N to M processes. Another loader (a
+    ``DataLoader`` with a ``DistributedSampler``: a batch per process) would change the batches and the epoch's
+    length: it resumes only with the number of processes it was saved with.
+    """
+    saved, now = int(ckpt.get("world_size", 1)), distributed.world_size()
+    if saved == now or callable(getattr(loader, "shard", None)):
+        return
+    raise CheckpointError(
+        f"Cannot resume from {path}: it was trained by {saved} process(es), this run has {now}, and its training "
+        f"loader's batches are per process (not superconv's global batches): resume with {saved} process(es) "
+        f"(torchrun --nproc-per-node {saved} ...)"
+    )
 
 
 def load_last(out: Path) -> dict[str, Any]:
@@ -109,7 +131,8 @@ class BestCheckpoint(Callback):
         self._report(state)
         if self.out is not None:
             payload = {"format": CHECKPOINT_FORMAT, "model": self.weights, "epoch": self.epoch, "metrics": metrics}
-            save_checkpoint(self.out / "best.pt", {**payload, "config": self.config, "max_lr": state.max_lr})
+            if distributed.is_main():
+                save_checkpoint(self.out / "best.pt", {**payload, "config": self.config, "max_lr": state.max_lr})
 
     def _report(self, state: FitState) -> None:
         if state.result is not None:
@@ -174,13 +197,17 @@ class Checkpointer(Callback):
             "config": self.config,
             "train_seconds": state.clock(),
             "range_test_seconds": state.result.range_test_seconds if state.result is not None else 0.0,
+            "world_size": distributed.world_size(),
         }
+        if not distributed.is_main():
+            return
         if self.path.exists():  # keep the previous checkpoint until the new one is complete
             os.replace(self.path, self.path.with_name("last.prev.pt"))
         save_checkpoint(self.path, payload)
 
     def restore(self, state: FitState, ckpt: dict[str, Any]) -> None:
         """Put the saved run back into ``state`` and the handlers: the loop then continues bit-identically."""
+        check_processes(ckpt, state.train_loader, self.path)
         try:
             state.model.load_state_dict(ckpt["model"])
             state.optimizer.load_state_dict(ckpt["optimizer"])

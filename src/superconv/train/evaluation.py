@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import superconv.distributed as distributed
 from superconv.errors import ConfigError
 
 
@@ -52,7 +53,8 @@ def evaluate(
     """Mean cross-entropy and accuracy over ``loader``, accumulated on the device (one sync at the end).
 
     ``tta`` averages the logits of each image and its horizontal flip (only for data a flip does not change
-    the label of).
+    the label of). Under several processes each evaluates its part of the data and the sums are added up: every
+    process returns the metrics of the whole loader.
     """
     was_training = model.training
     model.eval()
@@ -66,6 +68,10 @@ def evaluate(
         correct += (logits.argmax(1) == labels).sum()
         count += labels.shape[0]
     model.train(was_training)
-    if count == 0:
+    totals = distributed.sum_tensor(
+        torch.stack([loss_sum.double(), correct.double(), torch.tensor(count, device=device)])
+    )
+    loss_total, correct_total, count_total = totals.tolist()
+    if count_total == 0:
         raise ConfigError("The evaluation loader yielded no batches: give it at least one example")
-    return loss_sum.item() / count, correct.item() / count
+    return loss_total / count_total, correct_total / count_total

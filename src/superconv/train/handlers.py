@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+import superconv.distributed as distributed
 from superconv.train.events import Callback
 
 if TYPE_CHECKING:
@@ -148,3 +149,51 @@ class FirstStepTimer(Callback):
             self.seconds = time.perf_counter() - self._t0
             if state.result is not None:
                 state.result.first_step_seconds = self.seconds
+
+
+class StopAgreement(Callback):
+    """Under several processes: a stop one process decided (a signal, a NaN loss, a callback) is every process's.
+
+    Each process's stop flags are OR-ed over all processes after every optimizer update and at the end of every
+    epoch's training and validation (one tiny all-reduce), before the checkpointer runs: every process stops at the
+    same update and writes (rank 0) or skips the same checkpoint. Without it, a process that stopped alone would
+    leave the others waiting in their next collective.
+    """
+
+    def __init__(self, out: Path | None) -> None:
+        self.out = out
+
+    def on_batch_end(self, state: FitState) -> None:
+        if state.updated:
+            self._agree(state)
+
+    def on_train_epoch_end(self, state: FitState) -> None:
+        self._agree(state)
+
+    def on_epoch_end(self, state: FitState, metrics: dict[str, float]) -> None:
+        self._agree(state)
+
+    def _agree(self, state: FitState) -> None:
+        result = state.result
+        interrupted, diverged = bool(result and result.interrupted), bool(result and result.diverged)
+        stop, stop_training, interrupted, diverged = distributed.agree(
+            [state.stop_reason is not None, state.stop_training, interrupted, diverged]
+        )
+        state.stop_training = stop_training
+        if result is not None:
+            result.interrupted, result.diverged = interrupted, diverged
+        if stop and state.stop_reason is None:
+            state.stop_reason = "interrupted" if interrupted else "diverged" if diverged else "stopped"
+        if result is not None and not result.message and (stop or interrupted):
+            result.message = self._message(state, interrupted, diverged)
+
+    def _message(self, state: FitState, interrupted: bool, diverged: bool) -> str:
+        if interrupted:
+            where = f"checkpoint saved; continue with --resume {self.out}" if self.out is not None else "no out_dir"
+            return f"interrupted: {where}"
+        if diverged:
+            return (
+                f"training stopped: the loss became NaN/inf on another process (max_lr={state.max_lr:.3g} is "
+                "probably too high: pass a smaller --max-lr); the best checkpoint is kept"
+            )
+        return "training stopped: another process stopped the run"

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+import superconv.distributed as distributed
 from superconv.train.evaluation import evaluate
 from superconv.train.events import Events
 from superconv.train.optim import first_group_momentum
@@ -52,9 +53,10 @@ def epoch_batches(loader: Iterable[Any], epoch: int, skip: int) -> Iterator[tupl
     """``(batch index, batch)`` for one epoch, starting at batch ``skip`` (a resumed run).
 
     The loader's order must be a function of the epoch (``set_epoch``) for a resume to be exact; superconv's
-    loaders can also start at a batch without producing the skipped ones.
+    loaders can also start at a batch without producing the skipped ones. A ``DataLoader``'s sampler with a
+    ``set_epoch`` (``DistributedSampler``) gets the epoch: a new shuffle every epoch, the same on every process.
     """
-    set_epoch = getattr(loader, "set_epoch", None)
+    set_epoch = getattr(loader, "set_epoch", None) or getattr(getattr(loader, "sampler", None), "set_epoch", None)
     if set_epoch is not None and skip and "start_batch" in inspect.signature(set_epoch).parameters:
         set_epoch(epoch, start_batch=skip)
         return enumerate(loader, start=skip)
@@ -131,20 +133,34 @@ def validate(state: FitState) -> dict[str, float]:
 
 
 class EpochMeter:
-    """The epoch's training loss and accuracy, summed on the device (read once, at the epoch's end)."""
+    """The epoch's training loss and accuracy, summed on the device (read once, at the epoch's end).
+
+    Under several processes each sums its own batches; the metrics and the saved state are the sums over all
+    processes (a resumed run puts them back on rank 0 alone, so that they are not counted twice).
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.seen = 0
 
+    def totals(self) -> tuple[float, int, int]:
+        """(loss sum, correct, seen) over all processes."""
+        if not distributed.active():
+            return self.loss_sum.item(), int(self.correct.item()), self.seen
+        sums = torch.stack([self.loss_sum.double(), self.correct.double(), torch.tensor(self.seen).to(self.loss_sum)])
+        loss_sum, correct, seen = distributed.sum_tensor(sums).tolist()
+        return loss_sum, round(correct), round(seen)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"loss_sum": self.loss_sum.item(), "correct": int(self.correct.item()), "seen": self.seen}
+        loss_sum, correct, seen = self.totals()
+        return {"loss_sum": loss_sum, "correct": correct, "seen": seen}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.loss_sum.fill_(state["loss_sum"])
-        self.correct.fill_(state["correct"])
-        self.seen = int(state["seen"])
+        main = distributed.is_main()
+        self.loss_sum.fill_(state["loss_sum"] if main else 0.0)
+        self.correct.fill_(state["correct"] if main else 0)
+        self.seen = int(state["seen"]) if main else 0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.loss_sum += loss.float() * labels.shape[0]
@@ -152,10 +168,11 @@ class EpochMeter:
         self.seen += labels.shape[0]
 
     def metrics(self, state: FitState) -> dict[str, float]:
+        loss_sum, correct, seen = self.totals()
         return {
             "epoch": state.epoch + 1,
             "step": state.step,
             "lr": float(state.optimizer.param_groups[0]["lr"]),
-            "train_loss": self.loss_sum.item() / max(self.seen, 1),
-            "train_accuracy": self.correct.item() / max(self.seen, 1),
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
         }

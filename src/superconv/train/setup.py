@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import superconv.distributed as distributed
 from superconv.device import resolve_device, resolve_precision, use_channels_last
 from superconv.errors import ConfigError
 from superconv.schedule.baselines import ONE_CYCLE_SCHEDULES, build_scheduler
@@ -56,6 +57,7 @@ class Setup:
     optimizer: torch.optim.Optimizer
     scaler: Any
     seconds_per_update: float | None = None  # measured when the format was chosen by timing
+    eval_model: nn.Module | None = None  # what evaluates: forward_model without the DistributedDataParallel wrapper
     decisions: dict[str, str] = field(default_factory=dict)
 
 
@@ -69,7 +71,8 @@ def prepare(
     saved_max_lr = float(saved["max_lr"]) if saved is not None else None
     max_lr, shape, range_result, range_seconds = choose_max_lr(setup, train_loader, options, saved_max_lr, val_loader)
     batches = len(train_loader)
-    epochs, total = run_length(setup, model, train_loader, val_loader, options, saved)
+    # Under several processes rank 0's plan is every process's (their clocks differ by a few milliseconds).
+    epochs, total = distributed.broadcast(run_length(setup, model, train_loader, val_loader, options, saved))
     # A resumed run's schedule has the length it was built with (early stopping may have shortened the run since).
     schedule_steps = int(saved["scheduler"].get("total_steps", total)) if saved is not None else total
     scheduler = build_scheduler(options.schedule, setup.optimizer, max_lr, schedule_steps, **shape)
@@ -81,7 +84,7 @@ def prepare(
     )  # fmt: skip
     return FitState(
         model=model, optimizer=setup.optimizer, scheduler=scheduler, device=setup.device, history=result.history,
-        forward_model=setup.forward_model, eval_model=setup.forward_model, train_loader=train_loader,
+        forward_model=setup.forward_model, eval_model=setup.eval_model, train_loader=train_loader,
         val_loader=val_loader, criterion=setup.criterion, scaler=setup.scaler, autocast_dtype=setup.autocast_dtype,
         channels_last=setup.channels_last, tta=options.tta, accumulation_steps=options.accumulation_steps,
         epochs=epochs, batches_per_epoch=batches, total_steps=total, max_lr=max_lr, result=result,
@@ -92,6 +95,8 @@ def prepare(
 def build(model: nn.Module, train_loader: Any, options: FitOptions, saved: dict[str, Any] | None) -> Setup:
     """The device, the numeric format, the criterion, the optimizer and (fp16) the GradScaler."""
     device = resolve_device(options.device)
+    if distributed.active() and device.type == "cuda":
+        device = distributed.local_device("cuda")  # one GPU per process: LOCAL_RANK's
     model.to(device)
     criterion = (options.criterion or nn.CrossEntropyLoss(label_smoothing=options.label_smoothing)).to(device)
     optimizer = options.optimizer
@@ -102,10 +107,17 @@ def build(model: nn.Module, train_loader: Any, options: FitOptions, saved: dict[
         )  # fmt: skip
     setup = Setup(device, None, False, model, criterion, optimizer, None)
     _choose_format(setup, model, train_loader, options, saved)
+    if distributed.active():
+        _same_format_everywhere(setup)
     if setup.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if distributed.active():
+        setup.forward_model = distributed.wrap(model, device)  # after the layout change: DDP views the gradients
+    setup.eval_model = torch.compile(model) if options.compile else model  # type: ignore[assignment]
     if options.compile:
-        setup.forward_model = torch.compile(model)  # type: ignore[assignment]
+        setup.forward_model = (
+            torch.compile(setup.forward_model) if distributed.active() else setup.eval_model  # type: ignore[assignment]
+        )
     if setup.autocast_dtype is torch.float16:
         setup.scaler = torch.amp.GradScaler(device.type)
     return setup
@@ -141,6 +153,19 @@ def _choose_format(
     setup.decisions["format"] = f"{best.name}: {1000 * best.seconds_per_update:.1f} ms per update ({how})"
     if options.verbose:
         print(f"format: {setup.decisions['format']}")
+
+
+def _same_format_everywhere(setup: Setup) -> None:
+    """Rank 0's format (and its measured speed) on every process: DDP needs the same layout everywhere."""
+    chosen = (PRECISION_NAMES[setup.autocast_dtype], setup.channels_last, setup.seconds_per_update)
+    name, setup.channels_last, setup.seconds_per_update = distributed.broadcast(chosen)
+    setup.autocast_dtype = DTYPES[name]
+
+
+def _seconds_per_update(setup: Setup, model: nn.Module, loader: Any) -> float:
+    """One optimizer update's seconds, measured; under several processes the slowest process's."""
+    seconds = time_updates(model, setup.optimizer, loader, setup.device, setup.autocast_dtype, setup.channels_last)
+    return distributed.slowest(seconds)
 
 
 def _pin_format(setup: Setup, pinned: str, options: FitOptions) -> None:
@@ -213,6 +238,8 @@ def _verified_max_lr(
     skip = ""
     if val_loader is None:
         skip = "no validation loader to choose with"
+    elif distributed.active():
+        skip = "not under several processes yet (each would choose on its own part of the validation data)"
     elif options.schedule not in ONE_CYCLE_SCHEDULES:
         skip = f"the {options.schedule!r} schedule is not a one-cycle (the probes are short one-cycle runs)"
     if skip:
@@ -243,10 +270,7 @@ def _run_steps_to_verify(setup: Setup, train_loader: Any, options: FitOptions) -
     if not isinstance(budget, TimeBudget):
         return total
     if setup.seconds_per_update is None:
-        setup.seconds_per_update = time_updates(
-            setup.forward_model, setup.optimizer, train_loader, setup.device, setup.autocast_dtype,
-            setup.channels_last,
-        )  # fmt: skip
+        setup.seconds_per_update = _seconds_per_update(setup, setup.eval_model or setup.forward_model, train_loader)
     fits = int(max(0.0, budget.remaining()) / (setup.seconds_per_update * options.accumulation_steps))
     return max(2, min(fits, total) if options.epochs is not None else fits)
 
@@ -264,9 +288,7 @@ def _probe_schedule(schedule: str, shape: dict[str, Any]) -> dict[str, Any]:
 def _check_budget(setup: Setup, model: nn.Module, train_loader: Any, options: FitOptions) -> None:
     """Measure the update time now, and refuse a budget too small for the shortest cycle before any range test."""
     if not setup.seconds_per_update:
-        setup.seconds_per_update = time_updates(
-            model, setup.optimizer, train_loader, setup.device, setup.autocast_dtype, setup.channels_last
-        )
+        setup.seconds_per_update = _seconds_per_update(setup, model, train_loader)
     budget = options.time_budget
     assert isinstance(budget, TimeBudget)
     per_update = setup.seconds_per_update * options.accumulation_steps
@@ -325,14 +347,14 @@ def fit_to_budget(
     if not isinstance(budget, TimeBudget):
         budget = TimeBudget.starting_now(budget)  # type: ignore[arg-type]
     fmt = Format(setup.autocast_dtype, setup.channels_last, setup.seconds_per_update or 0.0)
-    per_update = fmt.seconds_per_update or time_updates(
-        model, setup.optimizer, train_loader, setup.device, fmt.autocast_dtype, fmt.channels_last
-    )
+    per_update = fmt.seconds_per_update or _seconds_per_update(setup, model, train_loader)
     per_update *= options.accumulation_steps
     eval_loader = val_loader if val_loader is not None else options.test_loader
     per_example = 0.0
     if eval_loader is not None:
-        per_example = time_eval(model, eval_loader, setup.device, fmt.autocast_dtype, fmt.channels_last, options.tta)
+        per_example = distributed.slowest(
+            time_eval(model, eval_loader, setup.device, fmt.autocast_dtype, fmt.channels_last, options.tta)
+        )
     updates_per_epoch = math.ceil(len(train_loader) / options.accumulation_steps)
     plan = plan_updates(
         budget.remaining() - options.budget_reserve,

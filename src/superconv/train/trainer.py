@@ -8,14 +8,17 @@ the loop (:mod:`superconv.train.loop`) with its handlers, and tests the result.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence, Sized
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+import superconv.distributed as distributed
 import superconv.train.loop as loop
 import superconv.train.setup as setup
+from superconv.device import resolve_device
 from superconv.errors import ConfigError
 from superconv.train.budget import TimeBudget
 from superconv.train.deadline import Deadline
@@ -24,7 +27,14 @@ from superconv.train.early_stopping import MONITORS, EarlyStopping
 from superconv.train.ema import EMAHandler, WeightEMA
 from superconv.train.evaluation import evaluate
 from superconv.train.events import Callback, Events
-from superconv.train.handlers import FirstStepTimer, GracefulStop, Interrupt, NonFiniteGuard, ScheduleRecorder
+from superconv.train.handlers import (
+    FirstStepTimer,
+    GracefulStop,
+    Interrupt,
+    NonFiniteGuard,
+    ScheduleRecorder,
+    StopAgreement,
+)
 from superconv.train.options import FitOptions
 from superconv.train.progress import EpochTable, ProgressBars, progress_enabled
 from superconv.train.recipes import EMA_MIN_UPDATES, EMA_SPAN, ema_decay_for
@@ -79,10 +89,21 @@ def fit(
         val_loader: Validation batches, evaluated after every epoch (early stopping, the best checkpoint).
         **options: Every keyword argument is documented on :class:`superconv.train.options.FitOptions`.
 
+    Under ``torchrun`` (several processes) ``fit`` trains one DistributedDataParallel model on all of them: it starts
+    the process group when none runs, shards superconv's loaders (a ``DataLoader`` needs a ``DistributedSampler``),
+    reduces the metrics over the processes and lets rank 0 alone print and write files (docs/distributed.md).
+
     Returns:
         A :class:`FitResult`; ``model`` holds the best (or final) weights.
     """
     options = FitOptions.pick(locals())
+    with distributed.session(resolve_device(options.device).type):
+        return _fit(model, train_loader, val_loader, options)
+
+
+def _fit(model: nn.Module, train_loader: Any, val_loader: Any, options: FitOptions) -> FitResult:
+    if distributed.active():
+        train_loader, val_loader, options = _for_this_process(train_loader, val_loader, options)
     _check_loaders(train_loader, val_loader, options)
     saved = load_last(options.out) if options.resume and options.out is not None else None
     state = setup.prepare(model, train_loader, val_loader, options, saved)
@@ -100,6 +121,27 @@ def _resume(state: FitState, events: Events, saved: dict[str, Any], options: Fit
     if options.verbose:
         print(f"Resuming {options.out} at epoch {state.epoch + 1}, batch {state.start_batch} "
               f"(update {state.step}/{saved['total_steps']})")  # fmt: skip
+
+
+def _for_this_process(train_loader: Any, val_loader: Any, options: FitOptions) -> tuple[Any, Any, FitOptions]:
+    """This process's part of the loaders; rank 0 alone prints and shows progress."""
+    train_loader = distributed.shard(train_loader, training=True)
+    val_loader = distributed.shard(val_loader, training=False)
+    test_loader = distributed.shard(options.test_loader, training=False)
+    if (
+        isinstance(train_loader, Sized)
+        and distributed.agree([len(train_loader) != distributed.broadcast(len(train_loader))])[0]
+    ):
+        raise ConfigError(
+            f"The processes' training loaders have different lengths ({len(train_loader)} batches on rank "
+            f"{distributed.rank()}): every process must train on the same number of batches per epoch (use a "
+            "DistributedSampler, which pads or drops to equal parts)"
+        )
+    main = distributed.is_main()
+    options = replace(
+        options, test_loader=test_loader, verbose=options.verbose and main, progress=options.progress if main else False
+    )
+    return train_loader, val_loader, options
 
 
 def _check_loaders(train_loader: Any, val_loader: Any, options: FitOptions) -> None:
@@ -140,6 +182,8 @@ def _handlers(state: FitState, options: FitOptions, signals: GracefulStop) -> li
     if isinstance(options.time_budget, TimeBudget):
         handlers.append(Deadline(options.time_budget, options.verbose))
     handlers.append(Interrupt(signals, out))  # after every on_batch_end: a signal sent there stops at this update
+    if distributed.active():
+        handlers.append(StopAgreement(out))  # every process stops where one of them stopped
     if out is not None:
         stateful = {h.state_key: h for h in handlers if h.state_key and h not in options.callbacks}
         handlers.append(Checkpointer(out, stateful, config))
@@ -168,8 +212,10 @@ def _finish(state: FitState, events: Events, options: FitOptions) -> FitResult:
         state.model.load_state_dict(ema.module.state_dict())  # no validation: the final average
     if options.test_loader is not None and not result.interrupted and not (result.diverged and not has_best):
         assert state.forward_model is not None
+        # Under several processes the module itself: its DDP wrapper could sync buffers in an evaluation's forward.
+        tested = state.model if distributed.active() else state.forward_model
         result.test_loss, result.test_accuracy = evaluate(
-            state.forward_model, options.test_loader, state.device,
+            tested, options.test_loader, state.device,
             autocast_dtype=state.autocast_dtype, channels_last=state.channels_last, tta=state.tta,
         )  # fmt: skip
     if options.verbose and result.message:
