@@ -13,6 +13,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from superconv import distributed
 from superconv.train.events import Callback
 
 if TYPE_CHECKING:
@@ -59,35 +60,43 @@ class Deadline(Callback):
         started, step = self._mark
         every = max(1, min(state.total_steps // CHECKS_PER_RUN, self.updates_per_epoch(state)))
         if state.step - step < every:
-            return
+            return  # the same updates on every process: the checks below are collective
         now = time.monotonic()
         self._mark = (now, state.step)
-        self.check(state, (now - started) / (state.step - step))
+        seconds_per_update = distributed.slowest((now - started) / (state.step - step))
+        # Several processes: rank 0's clock decides, so that every process plays the same schedule.
+        fits = distributed.broadcast(self.updates_that_fit(state, seconds_per_update))
+        if fits is not None:
+            self.speed_up(state, fits, seconds_per_update)
 
-    def check(self, state: FitState, seconds_per_update: float) -> None:
-        """Compress the cycle if the updates left, at ``seconds_per_update``, would end after the budget."""
-        per_epoch = self.updates_per_epoch(state)
+    def updates_that_fit(self, state: FitState, seconds_per_update: float) -> int | None:
+        """How many updates still fit, when fewer than the plan's; None when the plan still fits."""
         left = state.total_steps - state.step
-        evals_left = max(1, math.ceil(state.total_steps / per_epoch) - state.epoch) + 1  # + the final test
-        overhead = evals_left * self.seconds_per_eval
-        remaining = self.budget.remaining()
-        if left <= 1 or left * seconds_per_update + overhead <= remaining + SLACK * self.budget.seconds:
-            return
-        fits = max(1, int((remaining - overhead) / seconds_per_update))
-        if fits >= left or not hasattr(state.scheduler, "speed_up"):
-            return
+        remaining = self.budget.remaining() - self.overhead(state)
+        if left <= 1 or left * seconds_per_update <= remaining + SLACK * self.budget.seconds:
+            return None
+        fits = max(1, int(remaining / seconds_per_update))
+        return fits if fits < left and hasattr(state.scheduler, "speed_up") else None
+
+    def overhead(self, state: FitState) -> float:
+        """The validations still to come, and the final test, at the longest validation seen so far."""
+        evals_left = max(1, math.ceil(state.total_steps / self.updates_per_epoch(state)) - state.epoch) + 1
+        return evals_left * self.seconds_per_eval
+
+    def speed_up(self, state: FitState, fits: int, seconds_per_update: float) -> None:
+        """Play the rest of the cycle in ``fits`` updates, and say so."""
         self.compressions += 1
-        planned = state.total_steps
+        planned, left = state.total_steps, state.total_steps - state.step
         state.total_steps = state.scheduler.speed_up(fits)
-        state.epochs = min(state.epochs, math.ceil(state.total_steps / per_epoch))
+        state.epochs = min(state.epochs, math.ceil(state.total_steps / self.updates_per_epoch(state)))
+        late = left * seconds_per_update + self.overhead(state) - self.budget.remaining()
         message = (
             f"time budget: {1000 * seconds_per_update:.0f} ms per update lately, so the {left} updates left would "
-            f"end {left * seconds_per_update + overhead - remaining:.0f} s after the {self.budget.seconds:.0f} s "
-            f"budget; the rest of the cycle was sped up into updates {state.step + 1}-{state.total_steps} "
-            f"(planned to end at update {planned})"
+            f"end {late:.0f} s after the {self.budget.seconds:.0f} s budget; the rest of the cycle was sped up into "
+            f"updates {state.step + 1}-{state.total_steps} (planned to end at update {planned})"
             + (f"; speed-up {self.compressions}" if self.compressions > 1 else "")
         )
-        if self.verbose:
+        if self.verbose and distributed.is_main():
             print(f"superconv: {message}")
         if state.result is not None:
             state.result.decisions["deadline"] = message
