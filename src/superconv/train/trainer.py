@@ -21,8 +21,8 @@ import superconv.train.setup as setup
 from superconv.device import resolve_device
 from superconv.errors import ConfigError
 from superconv.train.budget import TimeBudget
-from superconv.train.deadline import Deadline
 from superconv.train.checkpointing import BestCheckpoint, Checkpointer, load_last
+from superconv.train.deadline import Deadline
 from superconv.train.early_stopping import MONITORS, EarlyStopping
 from superconv.train.ema import EMAHandler, WeightEMA
 from superconv.train.evaluation import evaluate
