@@ -296,6 +296,12 @@ def _checks(runs: dict[str, Run]) -> list[str]:
         if folder.val_accuracy is not None and builtin.val_accuracy is not None:
             gap = builtin.val_accuracy - folder.val_accuracy
             check("validation within 2 points of the built-in", gap <= TARGET_ACCURACY_GAP, f"{gap * 100:+.1f} points")
+    for a, b, label in (("imagefolder-splits-flip", "fashion-mnist-2500", "both flipped"),
+                        ("imagefolder-splits", "fashion-mnist-2500-noflip", "neither flipped")):  # fmt: skip
+        ra, rb = runs.get(a), runs.get(b)
+        if ra is not None and rb is not None and ra.val_accuracy is not None and rb.val_accuracy is not None:
+            gap = rb.val_accuracy - ra.val_accuracy
+            check(f"like for like ({label}): within 2 points", gap <= TARGET_ACCURACY_GAP, f"{gap * 100:+.1f} points")
     if folder.peak_rss_bytes is not None:
         ok = folder.peak_rss_bytes <= TARGET_RSS_GIB * 2**30
         check(f"peak RSS <= {TARGET_RSS_GIB} GiB", ok, f"{_gib(folder.peak_rss_bytes)} GiB")
@@ -356,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-per-class", type=int, default=50)
     parser.add_argument("--source", type=Path, default=DEFAULT_FASHION_MNIST_DIR, help="Fashion-MNIST idx files")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
-    parser.add_argument("--runs", default="imagefolder-splits,imagefolder-flat,fashion-mnist-2500")
+    parser.add_argument("--runs", default="imagefolder-splits,imagefolder-flat,fashion-mnist-2500,"
+                        "imagefolder-splits-flip,fashion-mnist-2500-noflip")  # fmt: skip
     parser.add_argument("--large", action="store_true", help="also the 50,000-image streaming case")
     parser.add_argument("--large-images", type=int, default=50_000)
     parser.add_argument("--large-budget", type=int, default=20_000_000, help="bytes; below the decoded size")
@@ -375,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     for key, folder in folders.items():
         plans[f"imagefolder-{key}"] = (["--dataset", "imagefolder", "--data-dir", str(folder)], folder)
+    # Like for like: the built-in path flips Fashion-MNIST (its labels survive a flip), a folder is not flipped
+    # unless asked. These two runs separate that choice from the path itself.
+    if "splits" in folders:
+        plans["imagefolder-splits-flip"] = ([*plans["imagefolder-splits"][0], "--flip"], folders["splits"])
+    plans["fashion-mnist-2500-noflip"] = ([*plans["fashion-mnist-2500"][0], "--no-flip"], None)
     report: dict[str, Any] = {
         "machine": machine_info(),
         "device_label": device_label(machine_info()),

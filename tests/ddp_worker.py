@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def range_test(out: Path) -> dict[str, Any]:
     return {"lrs": result.lrs, "losses": result.losses, "suggestion": result.suggestion, "restored": restored}
 
 
-def fit(out: Path, resume: bool = False, epochs: int = 3, **kwargs: Any) -> dict[str, Any]:
+def fit(out: Path, resume: bool = False, epochs: int | None = 3, **kwargs: Any) -> dict[str, Any]:
     net = model()
     result = superconv.fit(
         net, loader(), loader(shuffle=False, n=100, seed=1), epochs=epochs, optimizer="sgd", verify=False,
@@ -92,6 +93,7 @@ def fit(out: Path, resume: bool = False, epochs: int = 3, **kwargs: Any) -> dict
         "diverged": result.diverged,
         "message": result.message,
         "world_size": distributed.world_size(),
+        "decisions": result.decisions,
     }
 
 
@@ -115,12 +117,36 @@ def nan(out: Path) -> dict[str, Any]:
     }
 
 
+class SlowRank(superconv.Callback):
+    """Rank 1 turns slow once a fifth of the planned updates is done (another job took its core)."""
+
+    def __init__(self) -> None:
+        self.planned = 0
+
+    def on_fit_start(self, state: Any) -> None:
+        self.planned = state.total_steps
+
+    def on_batch_end(self, state: Any) -> None:
+        if distributed.rank() == 1 and state.step > self.planned // 5:
+            time.sleep(0.02)
+
+
+def budget(out: Path) -> dict[str, Any]:
+    """A time budget under two processes, one of which slows down: one plan, one speed-up, the same schedule."""
+    slow = SlowRank()
+    report = fit(out, epochs=None, max_lr=0.05, time_budget=12, callbacks=[slow])  # type: ignore[arg-type]
+    return {**report, "planned": slow.planned}
+
+
 def main() -> None:
     scenario, out = sys.argv[1], Path(sys.argv[2])
     report: dict[str, Any]
     if scenario == "train":
         with distributed.session():
             report = {"range_test": range_test(out), "fit": fit(out)}
+    elif scenario == "budget":
+        with distributed.session():
+            report = budget(out)
     elif scenario == "nan":
         with distributed.session():
             report = nan(out)

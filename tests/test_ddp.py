@@ -105,6 +105,19 @@ def test_a_nan_on_one_rank_stops_every_rank_together(tmp_path: Path) -> None:
     assert "NaN/inf" in r0["message"] and "NaN/inf" in r1["message"]
 
 
+def test_a_time_budget_is_one_plan_and_a_slow_process_speeds_up_every_process(tmp_path: Path) -> None:
+    proc = _torchrun(str(HERE / "ddp_worker.py"), "budget", str(tmp_path), timeout=150)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r0, r1 = _reports(tmp_path, "budget")
+    # rank 0's plan on both; rank 1's slowness (the slowest process's speed) sped up both schedules alike
+    assert r0["planned"] == r1["planned"] and "time budget 12 s" in r0["decisions"]["length"]
+    assert "deadline" in r0["decisions"] and "deadline" in r1["decisions"]
+    assert r0["steps"] == r1["steps"] < r0["planned"] and r0["lrs"] == r1["lrs"]
+    assert r0["lrs"][-1] < 0.05 / 1e4  # the cycle still ends with its tail
+    for key, value in r0["weights"].items():
+        assert torch.equal(value, r1["weights"][key]), key
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
