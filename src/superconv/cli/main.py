@@ -63,12 +63,13 @@ def lost_peer_message(exc: BaseException) -> str:
     return (
         f"process {rank} of {world}: another process of this run stopped "
         f"answering (it died, was killed, or hangs), so this one stops too ({type(exc).__name__}: {first}). "
-        "Continue from the last checkpoint with `superconv train --resume DIR` (torchrun --max-restarts does it "
-        "by itself)"
+        "Continue from the last checkpoint with `superconv train --resume DIR`"
     )
 
 
 def _terminate(signum: int, frame: Any) -> None:
+    # One stop is enough: a second SIGTERM must not cut short the clean ending the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signal.SIGTERM, _terminate)
     try:
         _run(argv, started)
+    except KeyboardInterrupt:  # a signal that landed while the command was already ending: end as a stop does
+        click.echo("superconv: aborted", err=True)
+        sys.exit(130)
     finally:
         if argv is None:  # the process ends now (called in-process with argv, leave the caller's signals alone)
             _ignore_signals_while_exiting()
