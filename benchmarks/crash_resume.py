@@ -33,7 +33,7 @@ import torch
 
 #: A small, deterministic run: digits, fixed format, the range test included.
 TRAIN_ARGS = [
-    "--dataset", "digits", "--model", "cnn", "--width", "8", "--batch-size", "64", "--epochs", "6",
+    "--dataset", "digits", "--model", "cnn", "--width", "8", "--batch-size", "32", "--epochs", "8",
     "--precision", "fp32", "--no-channels-last", "--no-progress", "--range-iters", "30",
 ]  # fmt: skip
 SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
