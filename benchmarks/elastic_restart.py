@@ -42,13 +42,24 @@ def workers(launcher: int) -> list[int]:
     return [int(p) for p in found]
 
 
-def trial(out: Path, env: dict[str, str], rng: random.Random, timeout: float) -> dict[str, Any]:
+def reference(work: Path, env: dict[str, str], timeout: float) -> str:
+    """The weights digest of an uninterrupted 2-process run."""
+    ref = work / "reference"
+    done = subprocess.run(torchrun(ref, 0), env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"the reference run failed: {done.stdout[-800:]}{done.stderr[-800:]}")
+    return weights_digest(ref)
+
+
+def trial(out: Path, env: dict[str, str], rng: random.Random, timeout: float,
+          delay: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Start, SIGKILL one worker ``delay`` s (default: random) after the first checkpoint, wait for the end."""
     log = (out.parent / f"{out.name}.log").open("w")
     proc = subprocess.Popen(torchrun(out, 2), env=env, stdout=log, stderr=subprocess.STDOUT)
     t0 = time.monotonic()
     while not (out / "last.pt").exists() and proc.poll() is None and time.monotonic() - t0 < timeout:
         time.sleep(0.1)
-    time.sleep(rng.uniform(0.0, 3.0))
+    time.sleep(rng.uniform(0.0, 3.0) if delay is None else delay)
     victims = workers(proc.pid)
     killed = rng.choice(victims) if victims and proc.poll() is None else None
     if killed is not None:
@@ -71,23 +82,21 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=400.0)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the runs and their logs here")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SUPERCONV_DIST_TIMEOUT": "60"}
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="superconv-elastic-") as tmp:
-        work = Path(tmp)
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         env["SUPERCONV_CACHE_DIR"] = str(work / "cache")
-        ref = work / "reference"
-        done = subprocess.run(torchrun(ref, 0), env=env, capture_output=True, text=True, timeout=args.timeout)
-        if done.returncode != 0:
-            raise SystemExit(f"the reference run failed: {done.stdout[-800:]}{done.stderr[-800:]}")
-        reference = weights_digest(ref)
+        digest = reference(work, env, args.timeout)
         trials = [trial(work / f"trial-{i}", env, rng, args.timeout) for i in range(args.trials)]
     for t in trials:
-        t["identical"] = t["digest"] == reference
+        t["identical"] = t["digest"] == digest
     ok = sum(t["identical"] for t in trials)
     data = {"machine": machine_info(), "command": " ".join(sys.argv), "train_args": TRAIN_ARGS,
-            "reference": reference, "trials": trials, "identical": ok}  # fmt: skip
+            "reference": digest, "trials": trials, "identical": ok}  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     lines = [

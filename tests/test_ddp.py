@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -207,3 +208,16 @@ def test_sharded_loaders_split_every_global_batch_and_count_the_same_batches(n: 
             assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
     with pytest.raises(superconv.errors.ConfigError, match="does not split evenly over 3 processes"):
         whole.shard(0, 3) if whole.drop_last else ddp_worker.loader().shard(0, 3)
+
+
+def test_torchruns_elastic_restart_continues_the_run_to_the_same_weights(tmp_path: Path) -> None:
+    # A worker SIGKILLed after the first checkpoint; torchrun (--max-restarts 2) restarts the group, which continues
+    # the run from last.pt by itself and ends bit-identical to an uninterrupted 2-process run.
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    import elastic_restart
+
+    env = _env(SUPERCONV_CACHE_DIR=str(tmp_path / "cache"))
+    reference = elastic_restart.reference(tmp_path, env, timeout=150)
+    result = elastic_restart.trial(tmp_path / "killed", env, random.Random(0), timeout=150, delay=0.2)
+    assert result["killed"] and result["restarted"] and result["exit"] == 0, result
+    assert result["digest"] == reference

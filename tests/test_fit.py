@@ -100,6 +100,40 @@ def test_resume_after_an_interrupt_gives_the_same_final_weights(tmp_path: Path, 
         assert torch.equal(a, b), name
 
 
+class _SpeedUpAt(Callback):
+    """At a given update, brings the cycle's end closer, as the time budget does on a machine turned slower."""
+
+    def __init__(self, step: int, steps: int) -> None:
+        self.step, self.steps = step, steps
+
+    def on_batch_end(self, state: FitState) -> None:
+        if state.step == self.step and state.updated:
+            state.total_steps = state.scheduler.speed_up(self.steps)
+            state.epochs = math.ceil(state.total_steps / len(state.train_loader))
+            self.step = -1
+
+
+def test_a_run_whose_cycle_was_compressed_resumes_with_the_same_weight_average(tmp_path: Path) -> None:
+    # ema="auto" takes its decay from the run's length; the length shrank when the cycle was compressed, and the
+    # resumed run must go on with the decay the average began with (it refused to load it before).
+    kwargs = {"epochs": 16, "max_lr": 5e-3, "verbose": False, "precision": "fp32", "ema": "auto", "ema_every": 1}
+    full = _model()
+    d = _data()
+    ref = fit(full, d.train, d.val, callbacks=[_SpeedUpAt(10, 200)], **kwargs)
+    assert ref.ema is not None and ref.steps == 210  # 320 planned: a weight average, its decay from 320
+
+    d = _data()
+    r1 = fit(_model(), d.train, d.val, out_dir=tmp_path, callbacks=[_SpeedUpAt(10, 200), _InterruptAt(25)], **kwargs)
+    assert r1.interrupted and r1.steps == 25
+
+    d = _data()
+    resumed = _model(seed=123)
+    r2 = fit(resumed, d.train, d.val, out_dir=tmp_path, resume=True, **kwargs)
+    assert r2.steps == 210 and r2.ema == ref.ema
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_early_stopping_counts_epochs_without_improvement() -> None:
     stopper = EarlyStopping(patience=2)
     assert [stopper.update(v) for v in (0.5, 0.6, 0.55, 0.7, 0.7, 0.69)] == [

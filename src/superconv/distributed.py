@@ -117,9 +117,16 @@ def session(device_type: str | None = None) -> Iterator[bool]:
         kind = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
         if kind == "cuda":
             torch.cuda.set_device(local_device("cuda"))
+        timeout = datetime.timedelta(seconds=timeout_seconds())
+        # The rendezvous comes from torchrun's MASTER_ADDR/MASTER_PORT, RANK, WORLD_SIZE. After an elastic restart
+        # the store may still hold the dead workers' addresses under the same keys: a prefix per attempt keeps
+        # the new workers from connecting to them.
+        store, rank_, size = next(dist.rendezvous("env://", timeout=timeout))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group(
-            backend=backend_for(kind), timeout=datetime.timedelta(seconds=timeout_seconds())
-        )  # the rendezvous comes from torchrun's MASTER_ADDR/MASTER_PORT, RANK, WORLD_SIZE
+            backend=backend_for(kind), store=dist.PrefixStore(f"superconv/attempt_{attempt}", store), rank=rank_,
+            world_size=size, timeout=timeout,
+        )  # fmt: skip
         started = True
     try:
         yield active()

@@ -108,7 +108,7 @@ def _fit(model: nn.Module, train_loader: Any, val_loader: Any, options: FitOptio
     saved = load_last(options.out) if options.resume and options.out is not None else None
     state = setup.prepare(model, train_loader, val_loader, options, saved)
     with GracefulStop() as signals:
-        events = Events(_handlers(state, options, signals))
+        events = Events(_handlers(state, options, signals, saved))
         if saved is not None:
             _resume(state, events, saved, options)
         loop.run(state, events)
@@ -156,11 +156,26 @@ def _check_loaders(train_loader: Any, val_loader: Any, options: FitOptions) -> N
         raise ConfigError("train_loader is empty: it must yield at least one batch per epoch")
 
 
-def _handlers(state: FitState, options: FitOptions, signals: GracefulStop) -> list[Callback]:
+def _ema_decay(state: FitState, options: FitOptions, saved: dict[str, Any] | None) -> float | None:
+    """The weight average's decay: given, or (``"auto"``) from the run's length, decided once, when it starts.
+
+    A resumed run keeps the saved decision: its length may have been compressed since (early stopping, a time
+    budget on a slower machine), and the average must go on as it began.
+    """
+    if options.ema != "auto":
+        return options.ema  # type: ignore[return-value]
+    if saved is not None:
+        return float(saved["ema"]["decay"]) if "ema" in saved else None
+    return ema_decay_for(state.total_steps)
+
+
+def _handlers(
+    state: FitState, options: FitOptions, signals: GracefulStop, saved: dict[str, Any] | None = None
+) -> list[Callback]:
     """The built-in handlers around the user's callbacks, in the order they must run."""
     out, config = options.out, options.config or {}
     handlers: list[Callback] = [ScheduleRecorder()]
-    decay = ema_decay_for(state.total_steps) if options.ema == "auto" else options.ema
+    decay = _ema_decay(state, options, saved)
     if options.ema == "auto" and state.result is not None:
         state.result.decisions["ema"] = (
             f"{decay}: time constant {EMA_SPAN} of {state.total_steps} updates" if decay is not None
