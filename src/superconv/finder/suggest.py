@@ -241,21 +241,7 @@ def analyze(
         >>> result.quality, 1e-3 < result.suggestion < 1e-1
         ('ok', True)
     """
-    _check_smooth_f(smooth_f)
-    if estimator not in ESTIMATORS:
-        raise ConfigError(
-            f"estimator={estimator!r} is not one of {', '.join(ESTIMATORS)}; pass one of those names "
-            f"(the default is {DEFAULT_ESTIMATOR!r})."
-        )
-    lr_arr = np.asarray(lrs, dtype=np.float64)
-    loss_arr = np.asarray(losses, dtype=np.float64)
-    if lr_arr.shape != loss_arr.shape or lr_arr.ndim != 1:
-        raise ConfigError(
-            f"lrs and losses must be 1-D and of the same length, got shapes {lr_arr.shape} and "
-            f"{loss_arr.shape}; pass one loss per learning rate."
-        )
-    keep = np.isfinite(loss_arr) & np.isfinite(lr_arr) & (lr_arr > 0)
-    lr_arr, loss_arr = lr_arr[keep], loss_arr[keep]
+    lr_arr, loss_arr = _finite_points(lrs, losses, smooth_f, estimator)
     n = lr_arr.size
     if n < MIN_POINTS:
         return _too_short(lr_arr, loss_arr, stopped_early)
@@ -276,10 +262,7 @@ def analyze(
     scale = max(abs(start_level), abs(float(curve[imin])), 1e-12)
     # The spread of the unclipped EMA: clipping would flatten a curve that only rises (a trained model).
     spread = float(np.ptp(first))
-    # Noise from second differences of the raw losses: a smooth trend nearly cancels there, and white
-    # noise of standard deviation s gives differences of standard deviation s * sqrt(6).
-    d2 = np.diff(np.minimum(loss_arr, cap)[: max(imin + 1, MIN_POINTS)], 2)
-    noise = float(1.4826 * np.median(np.abs(d2 - np.median(d2))) / math.sqrt(6.0))
+    noise = _noise(np.minimum(loss_arr, cap)[: max(imin + 1, MIN_POINTS)])
 
     estimates = _estimates(lr_arr, log_lrs, curve, imin)
     suggestion = estimates[estimator]
@@ -310,6 +293,34 @@ def analyze(
         depth=depth,
         confidence=confidence,
     )
+
+
+def _finite_points(
+    lrs: Sequence[float] | np.ndarray, losses: Sequence[float] | np.ndarray, smooth_f: float, estimator: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The arguments checked, and the curve's points with a finite loss and a positive LR, as float64 arrays."""
+    _check_smooth_f(smooth_f)
+    if estimator not in ESTIMATORS:
+        raise ConfigError(
+            f"estimator={estimator!r} is not one of {', '.join(ESTIMATORS)}; pass one of those names "
+            f"(the default is {DEFAULT_ESTIMATOR!r})."
+        )
+    lr_arr = np.asarray(lrs, dtype=np.float64)
+    loss_arr = np.asarray(losses, dtype=np.float64)
+    if lr_arr.shape != loss_arr.shape or lr_arr.ndim != 1:
+        raise ConfigError(
+            f"lrs and losses must be 1-D and of the same length, got shapes {lr_arr.shape} and "
+            f"{loss_arr.shape}; pass one loss per learning rate."
+        )
+    keep = np.isfinite(loss_arr) & np.isfinite(lr_arr) & (lr_arr > 0)
+    return lr_arr[keep], loss_arr[keep]
+
+
+def _noise(losses: np.ndarray) -> float:
+    """The losses' noise from their second differences: a smooth trend nearly cancels there, and white noise of
+    standard deviation s gives differences of standard deviation s * sqrt(6) (a robust, median-based estimate)."""
+    d2 = np.diff(losses, 2)
+    return float(1.4826 * np.median(np.abs(d2 - np.median(d2))) / math.sqrt(6.0))
 
 
 def _lag_free_curve(loss_arr: np.ndarray, smooth_f: float) -> tuple[np.ndarray, np.ndarray, float]:

@@ -156,6 +156,55 @@ def sped_up_position(speedups: Sequence[float], step: int | float) -> int | floa
     return position
 
 
+@dataclass
+class CycleChanges:
+    """How a running cycle was brought to an earlier end, as plain data (saved with the scheduler).
+
+    ``finishes`` (``[at, steps, ...]``): :class:`EarlyFinish` compressions, the rest of the cycle annealed now (early
+    stopping). ``speedups`` (``[at, position, rate, ...]``): the rest of the cycle played faster in its own shape
+    (a time budget on a machine turned slower). Each change can only bring the end closer.
+
+    Example:
+        >>> c = CycleChanges(100)
+        >>> c.speed_up(10, 45), c.position(20), c.finish_early(30, 10), c.end()
+        (55, 30.0, 40, 40)
+    """
+
+    total_steps: int
+    finishes: list[int] = field(default_factory=list)
+    speedups: list[float] = field(default_factory=list)
+
+    def position(self, step: int) -> int | float:
+        """Where in the planned cycle update ``step`` is (``step`` itself unless the cycle was sped up)."""
+        return sped_up_position(self.speedups, step) if self.speedups else step
+
+    def end(self) -> int:
+        """The update at which the cycle now ends."""
+        if self.finishes:
+            return self.finishes[-2] + self.finishes[-1]
+        if not self.speedups:
+            return self.total_steps
+        at, position, rate = self.speedups[-3:]
+        return round(at + (self.total_steps - position) / rate)
+
+    def finish_early(self, at: int, steps: int) -> int:
+        if at + steps < self.end():
+            self.finishes += [at, steps]
+        return self.end()
+
+    def speed_up(self, at: int, steps: int) -> int:
+        if self.finishes:
+            return self.finish_early(at, steps)  # the finish itself is compressed
+        if at + steps < self.end():
+            position = self.position(at)
+            self.speedups += [at, position, (self.total_steps - position) / steps]
+        return self.end()
+
+    def finish(self, schedule: OneCycleSchedule, step: int) -> EarlyFinish | None:
+        """The early finish in force at ``step``, if any."""
+        return finish_at(schedule, self.finishes, step, self.position) if self.finishes else None
+
+
 @dataclass(frozen=True)
 class Phase:
     """One segment of the schedule: values move from ``start`` to ``end`` as the step reaches ``end_step``.

@@ -9,7 +9,7 @@ presets, holding the final LR past the end instead of raising, counting real opt
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch.optim import Optimizer
@@ -19,12 +19,11 @@ from superconv import checks
 from superconv.errors import ConfigError
 from superconv.schedule.one_cycle import (
     AnnealStrategy,
+    CycleChanges,
     OneCycleSchedule,
     bounds_kwargs,
-    finish_at,
     preset_kwargs,
     resolve_total_steps,
-    sped_up_position,
 )
 from superconv.schedule.steps import UpdateCounter
 
@@ -290,62 +289,49 @@ class OneCycleLR(LRScheduler):
         if step > self.total_steps:
             _past_the_end(step, self.total_steps, self.strict, self._warned_past_end, self.schedules[0].final_lr)
             self._warned_past_end = True
-        if self.early_finish is not None and step >= self.early_finish[0]:
-            finishes = [finish_at(sched, self.early_finish, step, self.position) for sched in self.schedules]
-            if self.cycle_momentum:
-                for group, sched, finish in zip(groups, self.schedules, finishes):
-                    self._set_momentum(group, finish.momentum(sched, step))  # type: ignore[union-attr,arg-type]
-            return [finish.lr(sched, step) for sched, finish in zip(self.schedules, finishes)]  # type: ignore[union-attr]
+        position: int | float = step
+        if self.early_finish is not None or self.speedups:  # the cycle was brought to an earlier end
+            changes = self.changes
+            finishes = [changes.finish(sched, step) for sched in self.schedules]
+            if finishes[0] is not None:
+                if self.cycle_momentum:
+                    for group, sched, finish in zip(groups, self.schedules, finishes):
+                        self._set_momentum(group, finish.momentum(sched, step))  # type: ignore[union-attr,arg-type]
+                return [finish.lr(sched, step) for sched, finish in zip(self.schedules, finishes)]  # type: ignore[union-attr]
+            position = changes.position(step)
         # Every group shares the run's length and fractions: locate the phase once.
-        phase, pct = self.schedules[0].locate(self.position(step))
+        phase, pct = self.schedules[0].locate(position)
         if self.cycle_momentum:
             for group, sched in zip(groups, self.schedules):
                 self._set_momentum(group, sched.momentum_at(phase, pct))
         return [sched.lr_at(phase, pct) for sched in self.schedules]
 
     def finish_early(self, steps: int) -> int:
-        """Compress the rest of the cycle into ``steps`` updates from now (:class:`EarlyFinish`).
+        """Anneal the rest of the cycle into ``steps`` updates from now (:class:`EarlyFinish`); returns the new end.
 
-        The anneal and the annihilation tail then end ``steps`` updates from now instead of at ``total_steps`` (or
-        at an earlier compression's end: each call can only bring the end closer, from the LR reached so far).
-        Returns the update count at which the schedule now ends. Used by early stopping when validation stalls and
-        by a time budget when the machine turns slower than measured.
+        Used by early stopping when validation stalls. Each call can only bring the end closer.
         """
-        checks.positive_int("steps", steps)
-        at = self.last_epoch
-        end = self.end_step() if self.early_finish is None else self.early_finish[-2] + self.early_finish[-1]
-        if at + steps < end:
-            self.early_finish = [*(self.early_finish or []), at, steps]
-            end = at + steps
-        return end
+        return self._change(CycleChanges.finish_early, steps)
 
     def speed_up(self, steps: int) -> int:
         """Play the rest of the cycle, in its own shape, in ``steps`` updates from now; returns the new end.
 
         Unlike :meth:`finish_early` the warm-up (if not over), the peak, the anneal and the tail all still come,
-        only faster. Used by a time budget when the machine turns slower than measured. Each call can only bring
-        the end closer; once the cycle is finishing early, the finish itself is compressed.
+        only faster. Used by a time budget when the machine turns slower than measured.
         """
+        return self._change(CycleChanges.speed_up, steps)
+
+    @property
+    def changes(self) -> CycleChanges:
+        """The early finishes and speed-ups so far (their lists are the saved state ``early_finish``/``speedups``)."""
+        return CycleChanges(self.total_steps, list(self.early_finish or []), list(self.speedups))
+
+    def _change(self, how: Callable[[CycleChanges, int, int], int], steps: int) -> int:
         checks.positive_int("steps", steps)
-        if self.early_finish is not None:
-            return self.finish_early(steps)
-        at, end = self.last_epoch, self.end_step()
-        if at + steps >= end:
-            return end
-        position = self.position(at)
-        self.speedups = [*self.speedups, at, position, (self.total_steps - position) / steps]
-        return at + steps
-
-    def position(self, step: int) -> int | float:
-        """Where in the planned cycle update ``step`` is (``step`` itself unless :meth:`speed_up` was called)."""
-        return sped_up_position(self.speedups, step) if self.speedups else step
-
-    def end_step(self) -> int:
-        """The update at which the cycle (as sped up so far, before any early finish) ends."""
-        if not self.speedups:
-            return self.total_steps
-        at, position, rate = self.speedups[-3:]
-        return round(at + (self.total_steps - position) / rate)
+        changes = self.changes
+        end = how(changes, self.last_epoch, steps)
+        self.early_finish, self.speedups = changes.finishes or None, changes.speedups
+        return end
 
     # --- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -359,24 +345,7 @@ class OneCycleLR(LRScheduler):
         build the new scheduler with ``total_steps`` and call :meth:`load_state_dict` on a
         state whose position you adapt yourself, or start a new cycle.
         """
-        missing = [k for k in ("total_steps", "last_epoch", "max_lrs") if k not in state_dict]
-        if missing:
-            raise ConfigError(
-                f"Not a superconv.OneCycleLR state_dict: missing {missing}. Load the dict returned by "
-                "OneCycleLR.state_dict()"
-            )
-        if state_dict["total_steps"] != self.total_steps:
-            raise ConfigError(
-                f"Cannot resume: the saved schedule has total_steps={state_dict['total_steps']} but this "
-                f"scheduler has total_steps={self.total_steps}. Build the scheduler with "
-                f"total_steps={state_dict['total_steps']} (same epochs, batch size and accumulation) to "
-                "continue the saved run, or start a new one-cycle run for the new length."
-            )
-        if len(state_dict["max_lrs"]) != self._n_groups:
-            raise ConfigError(
-                f"Cannot resume: the saved schedule has {len(state_dict['max_lrs'])} param groups but the "
-                f"optimizer has {self._n_groups}"
-            )
+        _check_loadable(state_dict, self.total_steps, self._n_groups)
         # Which hyperparameter cycles follows the loaded cycle_momentum, on this scheduler's optimizer.
         use_beta1 = _uses_beta1(self.optimizer, bool(state_dict.get("cycle_momentum", self.cycle_momentum)))
         for key in _STATE_KEYS:
@@ -402,6 +371,28 @@ class OneCycleLR(LRScheduler):
             f"OneCycleLR(max_lr={self.max_lrs if len(self.max_lrs) > 1 else self.max_lrs[0]}, "
             f"total_steps={self.total_steps}, step={self.last_epoch}, three_phase={self.three_phase}, "
             f"anneal_strategy={self.anneal_strategy!r})"
+        )
+
+
+def _check_loadable(state_dict: dict[str, Any], total_steps: int, n_groups: int) -> None:
+    """Refuse, saying what to do, a state that is not a OneCycleLR's or that belongs to another run's shape."""
+    missing = [k for k in ("total_steps", "last_epoch", "max_lrs") if k not in state_dict]
+    if missing:
+        raise ConfigError(
+            f"Not a superconv.OneCycleLR state_dict: missing {missing}. Load the dict returned by "
+            "OneCycleLR.state_dict()"
+        )
+    if state_dict["total_steps"] != total_steps:
+        raise ConfigError(
+            f"Cannot resume: the saved schedule has total_steps={state_dict['total_steps']} but this "
+            f"scheduler has total_steps={total_steps}. Build the scheduler with "
+            f"total_steps={state_dict['total_steps']} (same epochs, batch size and accumulation) to "
+            "continue the saved run, or start a new one-cycle run for the new length."
+        )
+    if len(state_dict["max_lrs"]) != n_groups:
+        raise ConfigError(
+            f"Cannot resume: the saved schedule has {len(state_dict['max_lrs'])} param groups but the "
+            f"optimizer has {n_groups}"
         )
 
 
