@@ -20,6 +20,7 @@ the held-out workloads with superconv's defaults, which must be that variant.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -35,13 +36,20 @@ from _suggestion_workloads import WORKLOADS
 from superconv.finder import suggest
 from superconv.finder.candidates import lagged_steepest
 from superconv.finder.result import RangeTestResult
+from superconv.finder.verify import DEFAULT_BETWEEN, DEFAULT_PROBE_FRACTION, between_lr
 
+#: This round of issue 18 (each development job records the round it was measured in).
+ROUND = 3
 #: Probe lengths measured at every grid LR, as fractions of the run's updates.
 FRACTIONS = (0.05, 0.075, 0.15)
 #: The verification budget: every variant's probes together take at most this share of the run's updates.
 MAX_COST = 0.15
-#: A variant: (name, candidate LRs from a job's estimates, probe fraction, metric).
-Variant = tuple[str, Callable[[dict[str, float]], list[float]], float, str]
+#: A variant: (name, candidate LRs from a job's estimates, probe fraction, metric, rule). The rule "best" keeps
+#: the best probe; "between z" takes the geometric mean of the best and the runner-up when the best is ahead by
+#: less than z standard errors (``superconv.finder.verify.settle``).
+Variant = tuple[str, Callable[[dict[str, float]], list[float]], float, str, str]
+#: The rules compared ("between" applies to accuracy only: a loss has no binomial standard error).
+RULES = ("best", "between 1", "between 2", "lower 1", "lower 2")
 
 
 def _sets() -> dict[str, tuple[Callable[[dict[str, float]], list[float]], float]]:
@@ -58,16 +66,26 @@ def _sets() -> dict[str, tuple[Callable[[dict[str, float]], list[float]], float]
         "s/2, tlrf": (lambda e: [e[m] / 2, e["tlrf"]], 0.075),
         "s/2, s, tlrf": (lambda e: [e[m] / 2, e[m], e["tlrf"]], 0.05),
         "s/2, s, steepest": (lambda e: [e[m] / 2, e[m], e["steepest"]], 0.05),
+        "s/2, tlrf (short)": (lambda e: [e[m] / 2, e["tlrf"]], 0.05),
+        "s/2, s (short)": (lambda e: [e[m] / 2, e[m]], 0.05),
+        "s, tlrf (short)": (lambda e: [e[m], e["tlrf"]], 0.05),
+        "geomean(steepest, s), s (short)": (lambda e: [math.sqrt(e["steepest"] * e[m]), e[m]], 0.05),
     }
 
 
 VARIANTS: tuple[Variant, ...] = tuple(
-    (f"{name}; {fraction:.1%} each; by {metric}", cands, fraction, metric)
+    (f"{name.replace(' (short)', '')}; {fraction:.1%} each; by {metric}" + ("" if rule == "best" else f"; {rule}"),
+     cands, fraction, metric, rule)
     for name, (cands, fraction) in _sets().items()
     for metric in ("accuracy", "loss")
+    for rule in RULES
+    if metric == "accuracy" or rule == "best"
+)  # fmt: skip
+#: The variant superconv's defaults implement (``superconv.finder.verify``: the candidate set of
+#: ``candidates.default_candidates``, the probe length and the "between" rule); the dev phase must choose it.
+LIBRARY_DEFAULT = f"geomean(steepest, s), s; {DEFAULT_PROBE_FRACTION:.1%} each; by accuracy" + (
+    f"; between {DEFAULT_BETWEEN:g}" if DEFAULT_BETWEEN else ""
 )
-#: The variant superconv's defaults implement (``superconv.finder.verify``); the dev phase must choose it.
-LIBRARY_DEFAULT = "s/2, tlrf; 7.5% each; by accuracy"
 #: Fallback estimators (no verification) compared on the development workloads.
 FALLBACKS: dict[str, Callable[[dict[str, float]], float]] = {
     "minimum (superconv default)": lambda e: e["minimum"],
@@ -77,6 +95,9 @@ FALLBACKS: dict[str, Callable[[dict[str, float]], float]] = {
     "geomean(steepest, minimum)": lambda e: math.sqrt(e["steepest"] * e["minimum"]),
     "geomean(tlrf, minimum)": lambda e: math.sqrt(e["tlrf"] * e["minimum"]),
     "geomean(descent, minimum)": lambda e: math.sqrt(e["descent"] * e["minimum"]),
+    "geomean(minimum / 2, tlrf)": lambda e: math.sqrt(e["minimum"] / 2 * e["tlrf"]),
+    "0.7 x minimum": lambda e: 0.7 * e["minimum"],
+    "1.4 x minimum": lambda e: 1.4 * e["minimum"],
 }
 
 # --------------------------------------------------------------------------------------------- measuring
@@ -90,8 +111,8 @@ def fine_grid(low: float) -> list[float]:
 def dev_job(name: str, seed: int) -> dict[str, Any]:
     """The range test, full runs and probes on the fine grid for one development workload and seed.
 
-    Above two LRs in a row whose full runs diverged (or ended below 30% validation accuracy) the grid is not
-    trained further: every higher LR is recorded as diverged.
+    Above two LRs in a row whose full runs diverged (or ended below 30% validation accuracy) after a lower LR's run
+    had reached 30%, the grid is not trained further: every higher LR is recorded as diverged.
     """
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -105,19 +126,21 @@ def dev_job(name: str, seed: int) -> dict[str, Any]:
     steps = w.run_steps(train)
     full: dict[str, Any] = {}
     probes: dict[str, dict[str, Any]] = {f"{f:g}": {} for f in FRACTIONS}
-    dead = 0
+    dead, learned = 0, False
     for lr in fine_grid(w.grid[0]):
         k = f"{lr:.4g}"
         if dead >= 2:
             full[k] = {"val": 0.0, "val_loss": None, "test": 0.0, "diverged": True, "skipped": True}
             continue
         full[k] = one_cycle(w, init, data, seed, lr)
-        dead = dead + 1 if (full[k]["diverged"] or full[k]["val"] < 30) else 0
+        failed = full[k]["diverged"] or full[k]["val"] < 30
+        learned = learned or not failed
+        dead = dead + 1 if failed and learned else 0
         for f in FRACTIONS:
             probes[f"{f:g}"][k] = one_cycle(w, init, data, seed, lr, max(10, round(f * steps)))
     return {"workload": name, "role": w.role, "seed": seed, "run_steps": steps, "full": full, "probes": probes,
             "range_test": result.to_dict(), "tlrf_own_sweep": torch_lr_finder_steepest(w, init, train, seed),
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+            "seconds": time.perf_counter() - t0, "round": ROUND}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -156,16 +179,27 @@ def grid_best(job: dict[str, Any], split: str = "val") -> float:
     return float(max(_grid(job)[1][split][::2]))
 
 
+@functools.lru_cache(maxsize=None)
+def val_size(name: str) -> int:
+    """How many validation examples the workload's probes are measured on."""
+    return int(WORKLOADS[name].data()[1][1].numel())
+
+
 def pick(job: dict[str, Any], variant: Variant) -> float:
     """The LR a verification variant picks on a job (candidates closer than 15% are probed once)."""
-    _, candidates, fraction, metric = variant
+    _, candidates, fraction, metric, rule = variant
     lrs: list[float] = []
     for lr in sorted(candidates(estimates(job))):
         if not lrs or lr / lrs[-1] > 1.15:
             lrs.append(lr)
     values = [at(job, f"{fraction:g}/{metric}", lr) for lr in lrs]
-    best = int(np.argmax(values)) if metric == "accuracy" else int(np.argmin(values))
-    return lrs[best]
+    order = sorted(range(len(lrs)), key=lambda i: -values[i] if metric == "accuracy" else values[i])
+    if rule == "best" or len(lrs) < 2:
+        return lrs[order[0]]
+    b, r = order[:2]
+    kind, z = rule.split()
+    lr = between_lr((lrs[b], values[b]), (lrs[r], values[r]), val_size(job["workload"]), float(z))
+    return lr if kind == "between" or lr == lrs[b] else min(lrs[b], lrs[r])
 
 
 def gap(job: dict[str, Any], lr: float, split: str = "val") -> float:

@@ -3,7 +3,9 @@
 Round 1's development and held-out workloads use :func:`mlp`, :func:`tiny_cnn`, :class:`GRUClassifier`,
 :class:`TinyTransformer` and superconv's ``CNN`` / ``ResNetSmall``; round 2's new held-out workloads add a
 deeper VGG-style CNN (:func:`vgg_cnn`), an MLP with dropout, a 1-D CNN (:class:`Conv1dClassifier`), an LSTM
-(:class:`LSTMClassifier`) and a linear softmax regression (:func:`softmax_regression`).
+(:class:`LSTMClassifier`) and a linear softmax regression (:func:`softmax_regression`); round 3's held-out
+workloads add a depthwise-separable CNN (:func:`separable_cnn`) and an MLP with BatchNorm for tabular data
+(``mlp(..., batchnorm=True)``).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import torch
 from torch import Tensor, nn
 
 
-def mlp(sizes: tuple[int, ...], dropout: float = 0.0) -> nn.Module:
-    """Flatten, then Linear-ReLU(-Dropout) layers of ``sizes``, a linear head."""
+def mlp(sizes: tuple[int, ...], dropout: float = 0.0, batchnorm: bool = False) -> nn.Module:
+    """Flatten, then Linear(-BatchNorm)-ReLU(-Dropout) layers of ``sizes``, a linear head."""
     layers: list[nn.Module] = [nn.Flatten()]
     for a, b in zip(sizes[:-2], sizes[1:-1]):
-        layers += [nn.Linear(a, b), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
+        norm: list[nn.Module] = [nn.BatchNorm1d(b)] if batchnorm else []
+        layers += [nn.Linear(a, b, bias=not batchnorm), *norm, nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
     return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
 
 
@@ -48,6 +51,20 @@ def vgg_cnn(width: int = 12) -> nn.Module:
         *conv(w, 2 * w), *conv(2 * w, 2 * w), nn.MaxPool2d(2),
         *conv(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10),
     )  # fmt: skip
+
+
+def separable_cnn(widths: tuple[int, ...] = (16, 32, 64, 64)) -> nn.Module:
+    """A MobileNet-style CNN: a 3x3 conv-BN-ReLU stem, then per width a depthwise 3x3 conv of stride 2 and a
+    pointwise 1x1 conv (each BN-ReLU), global average pooling, a linear head."""
+
+    def bn_relu(c: int) -> list[nn.Module]:
+        return [nn.BatchNorm2d(c), nn.ReLU()]
+
+    layers: list[nn.Module] = [nn.Conv2d(1, widths[0], 3, padding=1, bias=False), *bn_relu(widths[0])]
+    for cin, cout in zip(widths[:-1], widths[1:]):
+        layers += [nn.Conv2d(cin, cin, 3, stride=2, padding=1, groups=cin, bias=False), *bn_relu(cin),
+                   nn.Conv2d(cin, cout, 1, bias=False), *bn_relu(cout)]  # fmt: skip
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 10))
 
 
 class GRUClassifier(nn.Module):

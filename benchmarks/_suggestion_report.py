@@ -9,6 +9,9 @@ import numpy as np
 import _suggestion_design as design
 from _suggestion_workloads import WORKLOADS
 
+#: An ablation, not a method of its own: the verification's best probe, without the "between" rule.
+BEST_PROBE = "verified, best probe only"
+
 
 def _mm(gaps: list[float]) -> str:
     return f"{np.mean(gaps):.2f} / {max(gaps):.2f}"
@@ -88,11 +91,13 @@ def confidence_table(held: list[dict[str, Any]], methods: tuple[str, ...], refer
     return lines
 
 
-def variants_table(dev: list[dict[str, Any]], scores: dict[str, float], chosen: str) -> list[str]:
+def variants_table(dev: list[dict[str, Any]], scores: dict[str, float], chosen: str, top: int = 20) -> list[str]:
+    """The ``top`` variants by objective (and the chosen one)."""
     names = sorted(_by_workload(dev))
     lines = ["| variant (s = superconv's suggestion, tlrf = torch-lr-finder's from the same sweep) | objective | "
              "mean | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]  # fmt: skip
-    for variant in sorted(design.VARIANTS, key=lambda v: scores[v[0]]):
+    ranked = sorted(design.VARIANTS, key=lambda v: scores[v[0]])
+    for variant in [v for i, v in enumerate(ranked) if i < top or v[0] == chosen]:
         per = design.by_workload(dev, design.picker(variant))
         label = f"**{variant[0]}** (chosen)" if variant[0] == chosen else variant[0]
         flat = [g for gs in per.values() for g in gs]
@@ -143,25 +148,30 @@ def markdown(report: dict[str, Any], methods: tuple[str, ...], reference: str) -
     dev, held = report.get("dev", []), report.get("held_out", [])
     chosen = report.get("chosen_variant", "")
     lines = [
-        "# Which LR suggestion can you trust? Development vs held-out workloads (round 2)",
+        "# Which LR suggestion can you trust? Development vs held-out workloads (round 3)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('workers', 1)} worker processes with 1 torch thread "
         f"each; torch {m['torch']}, Python {m['python']}. Development phase {report.get('dev_seconds', 0) / 60:.1f} "
-        f"min (load average at its start {report.get('load_start_dev', 'n/a')}), held-out phase "
+        f"min this round (load average at its start {report.get('load_start_dev', 'n/a')}), held-out phase "
         f"{report.get('held_out_seconds', 0) / 60:.1f} min (load average {report.get('load_start_held_out', 'n/a')}); "
         "other sessions' work shared the 2 cores.",
         "",
-        "Protocol: the DEVELOPMENT workloads are round 1's eight (all seen); the six HELD-OUT workloads are new "
-        "model families and tasks, written before any was run and run once, with everything frozen. On the "
-        "development workloads, full one-cycle runs and probes (compressed one-cycle runs of 5%, 7.5% and 15% of "
-        "the run) were measured on a quarter-decade LR grid; every verification variant (candidates, probe length, "
-        "metric; probes at most 15% of the run) was scored by VALIDATION accuracy (interpolated on that grid) and "
-        f"the lowest objective chosen: **{chosen}**, which superconv's `verify` defaults implement. On the "
-        "held-out workloads every LR is trained with the same one-cycle run (superconv.OneCycleLR, torch's shape, "
-        "div_factor 25) from the same initial weights and batch order; a method's gap is the 7-point grid's best "
-        "TEST accuracy (LRs half a decade apart) minus the method's, in points, mean / max over 3 seeds. "
-        "'verification cost' is the probes' wall time (training, validation, restores) over the one-cycle run at "
-        f"the LR they chose. '{reference}' is not a method but the noise floor: even the full grid search, "
+        "Protocol (round 3 of issue 18; round 2's report: `lr_suggestion_round2.md`): the DEVELOPMENT workloads are "
+        "rounds 1 and 2's fourteen, all seen by now (round 2's development jobs reused as measured then "
+        f"({sum(j.get('round') != design.ROUND for j in dev)} jobs), round 2's held-out workloads measured in "
+        f"development mode this round ({sum(j.get('round') == design.ROUND for j in dev)} jobs)); the HELD-OUT workloads are new, written before any was run and run once, with everything frozen. "
+        "On the development workloads, full one-cycle runs and probes (compressed one-cycle runs of 5%, 7.5% and "
+        "15% of the run) were measured on a quarter-decade LR grid; every verification variant (candidates, probe "
+        "length, metric, rule; probes at most 15% of the run) was scored by VALIDATION accuracy (interpolated on "
+        f"that grid) and the lowest objective chosen: **{chosen}**, which superconv's `verify` defaults implement "
+        "('between z': when the best probe is ahead of the runner-up by no more than z binomial standard errors, "
+        "train at the geometric mean of their LRs). On the held-out workloads every LR is trained with the same "
+        "one-cycle run (superconv.OneCycleLR, torch's shape, div_factor 25) from the same initial weights and batch "
+        "order; a method's gap is the 7-point grid's best TEST accuracy (LRs half a decade apart) minus the "
+        "method's, in points, mean / max over 3 seeds. 'verification cost' is the probes' wall time (training, "
+        "validation, restores) over the one-cycle run at the LR they chose. "
+        f"'{BEST_PROBE}' is an ablation: the verification's best probe without the 'between' rule (round 2's rule). "
+        f"'{reference}' is not a method but the noise floor: even the full grid search, "
         "choosing by validation, misses the test-best grid LR by this much.",
     ]
     if held:
@@ -171,8 +181,8 @@ def markdown(report: dict[str, Any], methods: tuple[str, ...], reference: str) -
     if dev:
         lines += [
             "", "## Development: verification variants (gap in VALIDATION accuracy, mean / max over seeds)", "",
-            "Objective: over workloads, the mean of (mean gap + max gap) / 2; candidates closer than 15% are "
-            "probed once.", "", *variants_table(dev, report["variant_scores"], chosen), "",
+            f"Objective: over workloads, the mean of (mean gap + max gap) / 2; candidates closer than 15% are "
+            f"probed once. The best 20 of {len(design.VARIANTS)} variants.", "", *variants_table(dev, report["variant_scores"], chosen), "",
             "## Development: single estimators (no verification) and references (VALIDATION gap)", "",
             *dev_methods_table(dev, chosen), "", "## Development: short-horizon bias of the probes", "",
             "Probes at every grid LR against the full runs: decades from the full runs' best LR to the probes' "

@@ -2,15 +2,16 @@
 (methods are designed and their settings chosen on it, by validation accuracy) and a HELD-OUT set (scored once,
 on test accuracy, with the choices frozen).
 
-Round 2 of issue 18: round 1's eight workloads (its four development and four held-out ones, all seen by now) are
-the development set; six NEW workloads, of other families and tasks, written before any of them was run, are the
-held-out set: a deeper VGG-style CNN on 32-px Fashion-MNIST with random crops (SGD), an MLP with dropout on digits
-(AdamW), a 1-D CNN counting a bigram in token sequences (SGD), an LSTM recalling the token after a marker (AdamW),
-ResNetSmall with label smoothing (AdamW) and a softmax regression on Fashion-MNIST (SGD).
+Round 3 of issue 18: rounds 1 and 2's fourteen workloads (all seen by now) are the development set; five NEW
+workloads, written before any of them was run, are the held-out set: a depthwise-separable (MobileNet-style) CNN
+on Fashion-MNIST (AdamW), an MLP with BatchNorm on tabular data (SGD), ResNetSmall with average pooling on 20-px
+Fashion-MNIST at batch 64 (SGD), a transformer counting distinct tokens (AdamW) and a GRU telling which of two
+tokens comes first (SGD).
 
-Everything is offline and small: scikit-learn's digits, Fashion-MNIST subsets read by ``superconv.data.load_data``
-from /usr/share/datasets/fashion-mnist, and synthetic sequence tasks. Each workload has a train / validation /
-test split; the data are fixed, the seed changes the initial weights and the batch order (and the crops).
+Everything is offline and small: scikit-learn's digits and ``make_classification``, Fashion-MNIST subsets read by
+``superconv.data.load_data`` from /usr/share/datasets/fashion-mnist, and synthetic sequence tasks. Each workload
+has a train / validation / test split; the data are fixed, the seed changes the initial weights and the batch
+order (and the crops).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from _suggestion_models import (
     LSTMClassifier,
     TinyTransformer,
     mlp,
+    separable_cnn,
     softmax_regression,
     tiny_cnn,
     vgg_cnn,
@@ -130,6 +132,47 @@ def recall_task(vocab: int = 10, length: int = 24) -> tuple[Split, ...]:
         x[np.arange(n), where] = vocab
         out.append((torch.tensor(x), torch.tensor(label)))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=1)
+def distinct_task(vocab: int = 12, length: int = 20, low: int = 8, classes: int = 5) -> tuple[Split, ...]:
+    """Sequences of ``length`` uniform tokens out of ``vocab``; the label is how many distinct tokens occur,
+    ``low`` or fewer as class 0 and capped at ``classes - 1`` above it. A set-counting task (attention's)."""
+    rng = np.random.default_rng(13)
+    out = []
+    for n in SIZES:
+        x = rng.integers(0, vocab, (n, length))
+        distinct = np.array([len(set(row)) for row in x.tolist()])
+        out.append((torch.tensor(x), torch.tensor(np.clip(distinct - low, 0, classes - 1))))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1)
+def order_task(vocab: int = 8, length: int = 16) -> tuple[Split, ...]:
+    """Sequences of ``length`` tokens; the label says whether token 0 first occurs before token 1 (class 0),
+    after it (class 1), or whether either is missing (class 2). An order task: a recurrent model's."""
+    rng = np.random.default_rng(17)
+    out = []
+    for n in SIZES:
+        x = rng.integers(0, vocab, (n, length))
+        first = [[int(np.argmax(row == t)) if (row == t).any() else -1 for t in (0, 1)] for row in x]
+        label = [2 if min(a, b) < 0 else int(b < a) for a, b in first]
+        out.append((torch.tensor(x), torch.tensor(label)))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1)
+def tabular() -> tuple[Split, Split, Split]:
+    """scikit-learn's ``make_classification``: 24 features (12 informative), 6 classes, 3% flipped labels;
+    6000 train / 2000 validation / 4000 test rows, standardized with the training rows' statistics."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=12000, n_features=24, n_informative=12, n_redundant=4, n_classes=6,
+                               n_clusters_per_class=2, flip_y=0.03, class_sep=1.0, random_state=23)  # fmt: skip
+    x = torch.tensor(x, dtype=torch.float32)
+    x = (x - x[:6000].mean(0)) / x[:6000].std(0)
+    y = torch.tensor(y)
+    return (x[:6000], y[:6000]), (x[6000:8000], y[6000:8000]), (x[8000:], y[8000:])
 
 
 class CropLoader:
@@ -241,19 +284,31 @@ WORKLOADS: dict[str, Workload] = {
                  lambda: ResNetSmall(10, in_channels=1, width=8), "sgd", 32, 5, SGD_GRID),
         Workload("mode-transformer-adamw", "dev", "Transformer", lambda: mode_task(16, 32),
                  lambda: TinyTransformer(16, 16, 32), "adamw", 32, 8, ADAMW_GRID),
-        # held-out (round 2): new families and tasks, never run while designing
-        Workload("fmnist32-vgg-crops-sgd", "held-out", "deeper CNN + crops", fashion_mnist_32_crops,
+        # ... and round 2's held-out set, seen in round 2's report
+        Workload("fmnist32-vgg-crops-sgd", "dev", "deeper CNN + crops", fashion_mnist_32_crops,
                  lambda: vgg_cnn(8), "sgd", 32, 5, SGD_GRID, crop=32),
-        Workload("digits-mlp-dropout-adamw", "held-out", "MLP + dropout", lambda: digits(True),
+        Workload("digits-mlp-dropout-adamw", "dev", "MLP + dropout", lambda: digits(True),
                  lambda: mlp((64, 256, 256, 10), dropout=0.2), "adamw", 32, 12, ADAMW_GRID),
-        Workload("bigram-cnn1d-sgd", "held-out", "1-D CNN", bigram_count_task, lambda: Conv1dClassifier(5, 5),
+        Workload("bigram-cnn1d-sgd", "dev", "1-D CNN", bigram_count_task, lambda: Conv1dClassifier(5, 5),
                  "sgd", 32, 8, SGD_GRID),
-        Workload("recall-lstm-adamw", "held-out", "LSTM", recall_task, lambda: LSTMClassifier(11, 10),
+        Workload("recall-lstm-adamw", "dev", "LSTM", recall_task, lambda: LSTMClassifier(11, 10),
                  "adamw", 32, 8, ADAMW_GRID),
-        Workload("fmnist16-resnet-ls-adamw", "held-out", "ResNet + label smoothing",
+        Workload("fmnist16-resnet-ls-adamw", "dev", "ResNet + label smoothing",
                  lambda: fashion_mnist(3600, 2, 16), lambda: ResNetSmall(10, in_channels=1, width=8), "adamw",
                  32, 5, ADAMW_GRID, label_smoothing=0.1),
-        Workload("fmnist-softmax-sgd", "held-out", "softmax regression", lambda: fashion_mnist(3600, 2),
+        Workload("fmnist-softmax-sgd", "dev", "softmax regression", lambda: fashion_mnist(3600, 2),
                  lambda: softmax_regression(784, 10), "sgd", 32, 5, SGD_GRID),
+        # held-out (round 3): new workloads, written before any was run, never run while designing
+        Workload("fmnist-separable-cnn-adamw", "held-out", "depthwise-separable CNN",
+                 lambda: fashion_mnist(3600, 3), separable_cnn, "adamw", 32, 4, ADAMW_GRID),
+        Workload("tabular-mlp-bn-sgd", "held-out", "MLP + BatchNorm (tabular)", tabular,
+                 lambda: mlp((24, 128, 128, 6), batchnorm=True), "sgd", 64, 10, SGD_GRID),
+        Workload("fmnist20-resnet-avg-sgd", "held-out", "ResNet (avg pool, batch 64)",
+                 lambda: fashion_mnist(4200, 3, 20), lambda: ResNetSmall(10, in_channels=1, width=8, pool="avg"),
+                 "sgd", 64, 6, SGD_GRID),
+        Workload("distinct-transformer-adamw", "held-out", "Transformer", distinct_task,
+                 lambda: TinyTransformer(12, 5, 20), "adamw", 32, 8, ADAMW_GRID),
+        Workload("order-gru-sgd", "held-out", "GRU", order_task, lambda: GRUClassifier(8, 3), "sgd", 32, 8,
+                 SGD_GRID),
     )
 }  # fmt: skip

@@ -38,7 +38,7 @@ import torch
 
 import _suggestion_design as design
 from _machine import machine_info
-from _suggestion_report import markdown
+from _suggestion_report import BEST_PROBE, markdown
 from _suggestion_runs import fastai_valley, one_cycle, range_test, torch_lr_finder_steepest
 from _suggestion_workloads import WORKLOADS
 from superconv.files import write_json, write_text
@@ -49,10 +49,12 @@ OUT = HERE / "results" / "lr_suggestion"
 SEEDS = (0, 1, 2)
 #: A reference, not a method: 7 full runs, the best by validation accuracy (its test gap is the noise floor).
 REFERENCE = "grid searched by validation (7 runs)"
-METHODS = ("superconv default", "superconv verified", "torch-lr-finder steepest", "fastai valley (reimpl.)", REFERENCE)
+METHODS = ("superconv default", "superconv verified", BEST_PROBE, "torch-lr-finder steepest", "fastai valley (reimpl.)",
+           REFERENCE)  # fmt: skip
 #: Rough cost of one job of each workload (for the order the pool takes them in: longest first).
 COST = {"fmnist-cnn-gap-adamw": 5, "fmnist32-vgg-crops-sgd": 4, "digits-mlp-sgd": 1, "fmnist-mlp-sgd": 1,
-        "digits-mlp-dropout-adamw": 1, "fmnist-softmax-sgd": 1, "bigram-cnn1d-sgd": 1}  # fmt: skip
+        "digits-mlp-dropout-adamw": 1, "fmnist-softmax-sgd": 1, "bigram-cnn1d-sgd": 1, "fmnist20-resnet-avg-sgd": 4,
+        "tabular-mlp-bn-sgd": 1}  # fmt: skip
 
 
 def key(lr: float) -> str:
@@ -77,6 +79,7 @@ def held_out_job(name: str, seed: int) -> dict[str, Any]:
     methods = {
         "superconv default": float(result.suggestion),
         "superconv verified": float(check.lr),
+        BEST_PROBE: float(check.candidates[check.chosen].lr),
         "torch-lr-finder steepest": torch_lr_finder_steepest(w, init, train, seed),
         "fastai valley (reimpl.)": fastai_valley(w, init, train, seed),
     }
@@ -94,9 +97,12 @@ def held_out_job(name: str, seed: int) -> dict[str, Any]:
 
 def run_jobs(names: list[str], fn: Callable[[str, int], dict[str, Any]], workers: int, report: dict[str, Any],
              phase: str, line: Callable[[dict[str, Any]], str]) -> None:  # fmt: skip
-    """Run every (workload, seed) job of ``names`` on ``workers`` processes; save the JSON after each."""
-    jobs = sorted(((n, s) for n in names for s in SEEDS), key=lambda j: -COST.get(j[0], 3))
-    report[phase] = []
+    """Run every (workload, seed) job of ``names`` that ``report[phase]`` does not hold yet on ``workers``
+    processes; save the JSON after each."""
+    report[phase] = [j for j in report.get(phase, []) if j["workload"] in names]
+    done = {(j["workload"], j["seed"]) for j in report[phase]}
+    todo = [(n, s) for n in names for s in SEEDS if (n, s) not in done]
+    jobs = sorted(todo, key=lambda j: -COST.get(j[0], 3))
     with mp.get_context("spawn").Pool(workers) as pool:
         for job in pool.imap_unordered(_star, [(fn, *j) for j in jobs]):
             report[phase].append(job)
@@ -125,19 +131,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", choices=("dev", "held-out", "report"), required=True)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--fresh", action="store_true", help="dev: measure every job again (default: keep the "
+                        "development jobs the JSON already holds, e.g. an earlier round's, and measure the rest)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     path = OUT.with_suffix(".json")
-    report: dict[str, Any] = json.loads(path.read_text()) if args.phase != "dev" else {}
+    report: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     t0 = time.perf_counter()
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     if args.phase == "dev":
-        report = {"machine": machine_info() | {"torch_threads": 1, "workers": args.workers}, "seeds": list(SEEDS),
-                  "load_start_dev": load}  # fmt: skip
+        kept = [] if args.fresh else [j for j in report.get("dev", []) if WORKLOADS[j["workload"]].role == "dev"]
+        if kept and len(kept) == len(SEEDS) * sum(w.role == "dev" for w in WORKLOADS.values()):
+            print("every development job is measured: choosing again from them")
+            report["dev"] = kept
+        else:
+            report = {"machine": machine_info() | {"torch_threads": 1, "workers": args.workers}, "dev": kept,
+                      "seeds": list(SEEDS), "load_start_dev": load}  # fmt: skip
         dev = [n for n, w in WORKLOADS.items() if w.role == "dev"]
         run_jobs(dev, design.dev_job, args.workers, report, "dev", _dev_line)
         chosen, scores = design.choose_variant(report["dev"])
-        report |= {"chosen_variant": chosen, "variant_scores": scores, "dev_seconds": time.perf_counter() - t0}
+        measured = [j for j in report["dev"] if j.get("round") == design.ROUND]
+        report |= {"chosen_variant": chosen, "variant_scores": scores,
+                   "dev_seconds": sum(j["seconds"] for j in measured) / args.workers}  # fmt: skip
         write_json(path, report)
         if chosen != design.LIBRARY_DEFAULT:
             raise SystemExit(

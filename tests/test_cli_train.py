@@ -115,7 +115,13 @@ def test_find_lr_verify_prints_the_choice_and_adds_it_to_the_json(tmp_path: Path
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "lr_finder.json").read_text())
     check = data["verification"]
-    assert check["lr"] in [c["lr"] for c in check["candidates"]] and check["run_steps"] == 200
+    probed = [c["lr"] for c in check["candidates"]]
+    if check["between"]:  # the probes could not tell the best two apart: the run trains between them
+        best, other = probed[check["chosen"]], probed[check["runner_up"]]
+        assert check["lr"] == pytest.approx((best * other) ** 0.5) and "<- verified: between" in res.output
+    else:
+        assert check["lr"] in probed and "<- verified" in res.output
+    assert check["run_steps"] == 200
     assert f"verified max_lr={check['lr']:.2g}" in res.output and "confidence" in res.output
     assert f"OneCycleLR: max_lr={check['lr']:.3g}" in res.output  # the verified LR is the one recommended
     assert data["confidence"]["level"] in ("high", "medium", "low")  # the curve's own confidence, as before

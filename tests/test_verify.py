@@ -19,7 +19,7 @@ from superconv.finder.candidates import default_candidates
 from superconv.finder.lr_finder import LRFinder
 from superconv.finder.probe import ProbeOutcome
 from superconv.finder.result import RangeTestResult
-from superconv.finder.verify import candidate_lrs, choose, paired_noise, verify
+from superconv.finder.verify import between_lr, binomial_noise, candidate_lrs, choose, paired_noise, verify
 from superconv.schedule.one_cycle import OneCycleSchedule
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -237,6 +237,42 @@ def test_choose_by_loss_by_accuracy_ties_and_divergence() -> None:
     assert choose([outcome(0.1, math.nan, diverged=True), outcome(0.03, math.nan, diverged=True)], "loss") == (1, None)
 
 
+def test_between_lr_splits_the_difference_only_when_the_probes_cannot_tell_the_candidates_apart() -> None:
+    noise = binomial_noise(90.0, 89.0, 400)  # sqrt(0.09 * 0.91 ... ): about 2.2 points on 400 examples
+    assert noise == pytest.approx(100 * math.sqrt((0.9 * 0.1 + 0.89 * 0.11) / 400))
+    assert between_lr((0.09, 90.0), (0.01, 89.0), 400, between=1.0) == pytest.approx(0.03)  # 1 pt < 2.2: tie
+    assert between_lr((0.09, 90.0), (0.01, 89.0), 400, between=0.0) == 0.09  # 0: always the best probe
+    assert between_lr((0.09, 90.0), (0.01, 89.0), 40000, between=1.0) == 0.09  # 1 pt >> 0.2 pt of noise
+    assert between_lr((0.01, 95.0), (0.09, 80.0), 400, between=2.0) == 0.01  # far ahead: no compromise
+    assert between_lr((0.09, 90.0), (0.01, 89.0), 0, between=1.0) == 0.09  # no count, no noise estimate
+    assert math.isnan(binomial_noise(50.0, 50.0, 0))
+
+
+def test_a_tie_in_the_probes_trains_between_the_two_candidates() -> None:
+    # two separable classes: every candidate reaches 100% validation accuracy, so the probes tie exactly
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 2, generator=gen)
+    y = (x[:, 0] > 0).long()
+    x[:, 0] += torch.where(y == 1, 4.0, -4.0)
+    data = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    crit = nn.CrossEntropyLoss()
+    check = verify(model, optimizer, fake_result(0.1), data, data, criterion=crit, candidates=[0.05, 0.45],
+                   probe_steps=20, metric="accuracy", between=1.0)  # fmt: skip
+    assert [c.val_accuracy for c in check.candidates] == [100.0, 100.0]
+    assert [c.val_examples for c in check.candidates] == [128, 128]
+    assert check.between and check.lr == pytest.approx(0.15)  # the geometric mean of 0.05 and 0.45
+    assert check.margin_text().startswith("0.15: between ") and "within noise" in check.margin_text()
+    assert check.to_dict()["between"] is True and check.one_cycle_kwargs()["max_lr"] == pytest.approx(0.15)
+    strict = verify(model, optimizer, fake_result(0.1), data, data, criterion=crit, candidates=[0.05, 0.45],
+                    probe_steps=20, metric="accuracy")  # fmt: skip
+    assert not strict.between and strict.lr in (0.05, 0.45)  # the default: the best probe
+    by_loss = verify(model, optimizer, fake_result(0.1), data, data, criterion=crit, candidates=[0.05, 0.45],
+                     probe_steps=20, metric="loss", between=1.0)  # fmt: skip
+    assert not by_loss.between and by_loss.lr in (0.05, 0.45)  # a loss has no binomial noise: the best probe
+
+
 def test_paired_noise_is_the_standard_error_of_the_batch_differences() -> None:
     a = outcome(0.01, 1.0, batches=[1.0, 2.0, 3.0])
     b = outcome(0.03, 1.0, batches=[1.5, 2.0, 2.5])
@@ -267,10 +303,11 @@ def test_summary_and_plain_data() -> None:
     line = check.summary()
     assert line.startswith(f"verified max_lr={check.lr:.2g}: ") and "in probes" in line and "confidence" in line
     if check.runner_up is not None:
-        assert "pt ahead of" in check.margin_text()
+        assert ("pt ahead of" in check.margin_text()) != check.between
+        assert ("between" in check.margin_text()) == check.between
     data_out = json.loads(json.dumps(check.to_dict()))
     assert data_out["lr"] == check.lr and len(data_out["candidates"]) == 2
-    # the default: half the suggestion and torch-lr-finder's steepest point of the same sweep
+    # the default: the geometric mean of the curve's steepest point and the suggestion, and the suggestion
     assert [c.lr for c in check.candidates] == pytest.approx(default_candidates(fake_result(0.1)))
     assert check.one_cycle_kwargs() == {"max_lr": check.lr, "div_factor": 25.0}
 
@@ -314,6 +351,9 @@ def _call(**overrides: object) -> None:
         ({"criterion": 3}, "Expected criterion to be callable, but got 3"),
         ({"metric": "f1"}, "Unknown metric 'f1': expected one of loss, accuracy"),
         ({"val_batches": 0}, "Expected val_batches to be a positive integer, but got 0"),
+        ({"between": -1}, r"Expected between to be a number >= 0 \(standard errors; 0: always the best probe\)"),
+        ({"between": math.inf}, "Expected between to be a number >= 0"),
+        ({"between": "1"}, "Expected between to be a number >= 0"),
         ({"accumulation_steps": 0}, "Expected accumulation_steps to be a positive integer, but got 0"),
         ({"autocast_dtype": torch.float32}, "Expected autocast_dtype torch.bfloat16, torch.float16 or None"),
         ({"probe_steps": 5}, "Expected probe_steps to be an integer >= 10, but got 5"),

@@ -72,6 +72,7 @@ class ProbeOutcome:
         updates: Optimizer updates done.
         diverged: Whether the training loss became NaN/inf (or the scale collapsed) before the end.
         seconds: Wall-clock seconds of the probe, training and validation.
+        val_examples: How many predictions the validation accuracy counts (0 when not measured).
     """
 
     lr: float
@@ -83,6 +84,7 @@ class ProbeOutcome:
     updates: int
     diverged: bool
     seconds: float
+    val_examples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data."""
@@ -146,6 +148,7 @@ def run_probe(
         updates=updates,
         diverged=bad,
         seconds=time.perf_counter() - t0,
+        val_examples=sum(sizes),
     )
 
 

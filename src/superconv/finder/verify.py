@@ -7,14 +7,17 @@ starting weights, optimizer state, RNG streams and batch order, and keeps the ca
 validation metric. The model, the optimizer (state and hyperparameters), a GradScaler, the RNG streams and
 the training loader's position are restored exactly after every probe, also when a probe raises.
 
-The defaults were chosen on the development workloads of ``benchmarks/lr_suggestion.py`` (round 2 of issue 18)
-by validation accuracy, among candidate sets that cost at most 15% of the run: two candidates from different
-estimators (:func:`superconv.finder.candidates.default_candidates`: half the suggestion, and torch-lr-finder's
-steepest point read off the same sweep), each probed for :data:`DEFAULT_PROBE_FRACTION` of the run, chosen by
+The defaults were chosen on the development workloads of ``benchmarks/lr_suggestion.py`` (round 3 of issue 18:
+fourteen workloads, by validation accuracy) among candidate sets, probe lengths, metrics and tie rules whose probes
+cost at most 15% of the run: two candidates read off superconv's own curve
+(:func:`superconv.finder.candidates.default_candidates`: the suggestion, and the geometric mean of the curve's
+steepest point and the suggestion), each probed for :data:`DEFAULT_PROBE_FRACTION` of the run, the better by
 validation accuracy when the targets are class indices (else loss). Short probes carry a short-horizon bias:
 they cannot see that a run which stays near its peak far longer falls off a cliff there (an MLP with SGD whose
 7.5% probe at 1.6x the suggestion was the best, while its full run lost 38 points), so neighbours ABOVE the
 suggestion are risky; ``span=(1, 1)`` still probes them, ideally with longer probes (``probe_fraction``).
+Where the probes learn nothing yet (tasks a run only solves late, all probes at chance), the choice between the
+candidates is a coin toss: the confidence says so.
 
 Example:
     >>> import torch
@@ -27,7 +30,8 @@ Example:
     >>> crit = torch.nn.CrossEntropyLoss()
     >>> result = LRFinder(model, opt, crit).range_test(data, num_iter=30)
     >>> check = verify(model, opt, result, data, data[:2], criterion=crit, probe_steps=10)
-    >>> 1 <= len(check.candidates) <= 2, check.lr in [c.lr for c in check.candidates], check.metric
+    >>> probed = [c.lr for c in check.candidates]
+    >>> 1 <= len(probed) <= 2, check.lr in probed or min(probed) < check.lr < max(probed), check.metric
     (True, True, 'accuracy')
 """
 
@@ -64,6 +68,10 @@ DEFAULT_PROBE_FRACTION = 0.075
 MIN_PROBE_STEPS = 10
 #: Validation batches each probe is measured on (the same batches for every probe).
 DEFAULT_VAL_BATCHES = 8
+#: When the best probe's validation accuracy is ahead of the runner-up's by no more than this many standard errors,
+#: the run trains at the geometric mean of the two LRs. Off by default: on the benchmark's development workloads it
+#: helped where the probes tie on a smooth optimum and hurt where they tie at chance below a cliff (round 3).
+DEFAULT_BETWEEN = 0.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,10 @@ class Verification:
         div_factor: The range test's recommended ``div_factor`` (also used by the probes unless overridden).
         metric: "loss" or "accuracy": what chose (``metric="auto"`` resolved).
         candidates: Each probe's outcome, in increasing LR.
-        chosen: The index of the chosen candidate.
+        chosen: The index of the best candidate.
         runner_up: The index of the next best candidate that did not diverge, or ``None``.
+        between: Whether ``lr`` is the geometric mean of the best and the runner-up's LRs, because the probes could
+            not tell them apart (accuracy ahead by less than ``between`` standard errors; see :func:`between_lr`).
         margin: How far the chosen candidate is ahead of the runner-up (accuracy points, or loss); NaN if none.
         noise: The standard error of that margin over the validation batches (NaN with one batch).
         probe_steps: Optimizer updates per probe.
@@ -93,6 +103,7 @@ class Verification:
     candidates: tuple[ProbeOutcome, ...]
     chosen: int
     runner_up: int | None
+    between: bool
     margin: float
     noise: float
     probe_steps: int
@@ -117,6 +128,9 @@ class Verification:
         if self.runner_up is None:
             return f"{head}: the only probe that did not diverge"
         other = self.candidates[self.runner_up].lr
+        if self.between:
+            best = self.candidates[self.chosen].lr
+            return f"{head}: between {best:.2g} and {other:.2g}, {self.margin:.2g} pt apart in probes (within noise)"
         if self.metric == "accuracy":
             return f"{head}: {self.margin:.2g} pt ahead of {other:.2g} in probes"
         return f"{head}: val loss {self.margin:.3g} lower than {other:.2g} in probes"
@@ -137,6 +151,7 @@ class Verification:
             "candidates": [c.to_dict() for c in self.candidates],
             "chosen": self.chosen,
             "runner_up": self.runner_up,
+            "between": self.between,
             "margin": self.margin,
             "noise": self.noise,
             "probe_steps": self.probe_steps,
@@ -167,6 +182,44 @@ def choose(outcomes: Sequence[ProbeOutcome], metric: Metric) -> tuple[int, int |
     return ranked[0], ranked[1] if len(ranked) > 1 else None
 
 
+def binomial_noise(a: float, b: float, examples: int) -> float:
+    """The standard error, in points, of the difference of two accuracies ``a`` and ``b`` (percent), each measured
+    on ``examples`` predictions, taken as independent (NaN without examples).
+
+    The probes' predictions are of the same examples, which only makes the true error smaller: a conservative
+    yardstick that needs nothing but the two accuracies and the count.
+
+    Example:
+        >>> round(binomial_noise(80.0, 82.0, 1000), 2)
+        1.75
+    """
+    if examples < 1:
+        return math.nan
+    p, q = a / 100.0, b / 100.0
+    return 100.0 * math.sqrt((p * (1 - p) + q * (1 - q)) / examples)
+
+
+def between_lr(best: tuple[float, float], other: tuple[float, float], examples: int, between: float) -> float:
+    """The LR to train at from the best probe and the runner-up, each ``(lr, validation accuracy %)``.
+
+    The best probe's LR, unless its accuracy is ahead by no more than ``between`` binomial standard errors
+    (:func:`binomial_noise`; an exact tie included): then the probes cannot tell the two apart, and the geometric mean of the two LRs is
+    the safer choice (validation accuracy is concave in log-LR around its peak, so the point between loses less
+    than the wrong end would).
+
+    Example:
+        >>> between_lr((0.04, 81.0), (0.01, 80.5), examples=1000, between=1.0)  # 0.5 pt: within ~1.8 pt of noise
+        0.02
+        >>> between_lr((0.04, 85.0), (0.01, 80.0), examples=1000, between=1.0)
+        0.04
+    """
+    (lr, acc), (lr2, acc2) = best, other
+    noise = binomial_noise(acc, acc2, examples)
+    if between > 0 and math.isfinite(noise) and acc - acc2 <= between * noise:
+        return math.sqrt(lr * lr2)
+    return lr
+
+
 def paired_noise(a: ProbeOutcome, b: ProbeOutcome, metric: Metric) -> float:
     """The standard error of ``a``'s metric minus ``b``'s, from their paired validation batches (NaN if < 2)."""
     xs, ys = (a.batch_accuracies, b.batch_accuracies) if metric == "accuracy" else (a.batch_losses, b.batch_losses)
@@ -192,6 +245,7 @@ def verify(
     probe_fraction: float = DEFAULT_PROBE_FRACTION,
     probe_steps: int | None = None,
     metric: Literal["auto", "loss", "accuracy"] = "auto",
+    between: float = DEFAULT_BETWEEN,
     val_batches: int = DEFAULT_VAL_BATCHES,
     schedule: Mapping[str, Any] | None = None,
     accumulation_steps: int = 1,
@@ -212,8 +266,9 @@ def verify(
         val_loader: Validation batches; the first ``val_batches`` are kept and reused by every probe.
         criterion: ``criterion(output, target)`` for ``(inputs, ..., target)`` batches.
         loss_fn: ``loss_fn(model, batch) -> scalar tensor`` for any other batch shape.
-        candidates: The LRs to probe; default: :func:`superconv.finder.candidates.default_candidates` (half the
-            suggestion and torch-lr-finder's steepest point of the same sweep), or the neighbours ``span`` asks for.
+        candidates: The LRs to probe; default: :func:`superconv.finder.candidates.default_candidates` (the
+            suggestion, and the geometric mean of the curve's steepest point and the suggestion), or the
+            neighbours ``span`` asks for.
         spacing: With ``span``: the ratio of neighbouring candidates.
         span: Probe the suggestion and neighbours instead (:func:`superconv.finder.candidates.candidate_lrs`):
             how many lie below and above it (``(1, 0)``: suggestion / spacing and the suggestion; ``(1, 1)`` adds
@@ -223,6 +278,9 @@ def verify(
         probe_steps: Updates per probe (overrides ``run_steps * probe_fraction``; at least 10).
         metric: Choose by validation "loss" (any task) or "accuracy" (classification; ties by loss); "auto":
             accuracy when every probe could measure it (class-index targets, one score per class), else loss.
+        between: By accuracy: when the best probe is ahead of the runner-up by less than this many standard errors
+            (:func:`binomial_noise`), train at the geometric mean of their LRs (:func:`between_lr`); 0 (the
+            default): always the best probe's LR. Choosing by loss always takes the best probe's.
         val_batches: Validation batches each probe is measured on (at least 2 give a noise estimate).
         schedule: Extra :class:`superconv.OneCycleLR` keyword arguments for the probes (the run's shape, e.g.
             ``{"pct_start": 0.25}``); ``div_factor`` defaults to ``result.div_factor``.
@@ -239,8 +297,8 @@ def verify(
         ConfigError: For a bad argument; the message says what was expected.
     """
     lrs, steps, dev = _check(model, optimizer, result, train_loader, val_loader, candidates, spacing, span, run_steps,
-                             probe_fraction, probe_steps, metric, val_batches, accumulation_steps, device,
-                             autocast_dtype, criterion, loss_fn)  # fmt: skip
+                             probe_fraction, probe_steps, metric, between, val_batches, accumulation_steps,
+                             device, autocast_dtype, criterion, loss_fn)  # fmt: skip
     config = ProbeConfig(
         steps=steps,
         schedule={"div_factor": float(result.div_factor), **(schedule or {})},
@@ -257,14 +315,16 @@ def verify(
     resolved: Metric = metric if metric != "auto" else _resolved(outcomes)
     chosen, runner_up = choose(outcomes, resolved)
     margin, noise, probes = _judge(outcomes, chosen, runner_up, resolved)
+    lr = _settle(outcomes, chosen, runner_up, resolved, between)
     return Verification(
-        lr=outcomes[chosen].lr,
+        lr=lr,
         suggestion=float(result.suggestion),
         div_factor=float(config.schedule["div_factor"]),
         metric=resolved,
         candidates=tuple(outcomes),
         chosen=chosen,
         runner_up=runner_up,
+        between=lr != outcomes[chosen].lr,
         margin=margin,
         noise=noise,
         probe_steps=steps,
@@ -272,6 +332,18 @@ def verify(
         seconds=time.perf_counter() - t0,
         confidence=conf.combine(curve_confidence(result), probes),
     )
+
+
+def _settle(
+    outcomes: Sequence[ProbeOutcome], chosen: int, runner_up: int | None, metric: Metric, between: float
+) -> float:
+    """The LR to train at: the best probe's, or between it and the runner-up's (:func:`between_lr`)."""
+    best = outcomes[chosen]
+    if metric != "accuracy" or runner_up is None or best.diverged or best.val_accuracy is None:
+        return best.lr
+    other = outcomes[runner_up]
+    examples = min(best.val_examples, other.val_examples)
+    return between_lr((best.lr, best.val_accuracy), (other.lr, other.val_accuracy or 0.0), examples, between)
 
 
 def _resolved(outcomes: Sequence[ProbeOutcome]) -> Metric:
@@ -407,6 +479,7 @@ def _check(
     probe_fraction: float,
     probe_steps: int | None,
     metric: str,
+    between: Any,
     val_batches: int,
     accumulation_steps: int,
     device: Any,
@@ -432,6 +505,10 @@ def _check(
         if fn is not None and not callable(fn):
             raise ConfigError(f"Expected {name} to be callable, but got {fn!r}")
     checks.one_of("metric", metric, METRICS)
+    if not (checks.is_number(between) and 0 <= between < math.inf):
+        raise ConfigError(
+            f"Expected between to be a number >= 0 (standard errors; 0: always the best probe), but got {between!r}"
+        )
     checks.positive_int("val_batches", val_batches)
     checks.positive_int("accumulation_steps", accumulation_steps)
     if autocast_dtype is not None and autocast_dtype not in (torch.bfloat16, torch.float16):
