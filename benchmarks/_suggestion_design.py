@@ -179,7 +179,7 @@ def grid_best(job: dict[str, Any], split: str = "val") -> float:
     return float(max(_grid(job)[1][split][::2]))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def val_size(name: str) -> int:
     """How many validation examples the workload's probes are measured on."""
     return int(WORKLOADS[name].data()[1][1].numel())

@@ -152,14 +152,16 @@ def markdown(report: dict[str, Any], methods: tuple[str, ...], reference: str) -
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('workers', 1)} worker processes with 1 torch thread "
         f"each; torch {m['torch']}, Python {m['python']}. Development phase {report.get('dev_seconds', 0) / 60:.1f} "
-        f"min this round (load average at its start {report.get('load_start_dev', 'n/a')}), held-out phase "
+        f"min this round (its jobs' time over the workers; load average at its start "
+        f"{report.get('load_start_dev', 'n/a')}), held-out phase "
         f"{report.get('held_out_seconds', 0) / 60:.1f} min (load average {report.get('load_start_held_out', 'n/a')}); "
         "other sessions' work shared the 2 cores.",
         "",
         "Protocol (round 3 of issue 18; round 2's report: `lr_suggestion_round2.md`): the DEVELOPMENT workloads are "
         "rounds 1 and 2's fourteen, all seen by now (round 2's development jobs reused as measured then "
         f"({sum(j.get('round') != design.ROUND for j in dev)} jobs), round 2's held-out workloads measured in "
-        f"development mode this round ({sum(j.get('round') == design.ROUND for j in dev)} jobs)); the HELD-OUT workloads are new, written before any was run and run once, with everything frozen. "
+        f"development mode this round ({sum(j.get('round') == design.ROUND for j in dev)} jobs)); the HELD-OUT "
+        "workloads are new, written before any was run and run once, with everything frozen. "
         "On the development workloads, full one-cycle runs and probes (compressed one-cycle runs of 5%, 7.5% and "
         "15% of the run) were measured on a quarter-decade LR grid; every verification variant (candidates, probe "
         "length, metric, rule; probes at most 15% of the run) was scored by VALIDATION accuracy (interpolated on "
@@ -182,7 +184,8 @@ def markdown(report: dict[str, Any], methods: tuple[str, ...], reference: str) -
         lines += [
             "", "## Development: verification variants (gap in VALIDATION accuracy, mean / max over seeds)", "",
             f"Objective: over workloads, the mean of (mean gap + max gap) / 2; candidates closer than 15% are "
-            f"probed once. The best 20 of {len(design.VARIANTS)} variants.", "", *variants_table(dev, report["variant_scores"], chosen), "",
+            f"probed once. The best 20 of {len(design.VARIANTS)} variants.", "",
+            *variants_table(dev, report["variant_scores"], chosen), "",
             "## Development: single estimators (no verification) and references (VALIDATION gap)", "",
             *dev_methods_table(dev, chosen), "", "## Development: short-horizon bias of the probes", "",
             "Probes at every grid LR against the full runs: decades from the full runs' best LR to the probes' "

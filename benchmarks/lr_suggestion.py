@@ -131,8 +131,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", choices=("dev", "held-out", "report"), required=True)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--fresh", action="store_true", help="dev: measure every job again (default: keep the "
-                        "development jobs the JSON already holds, e.g. an earlier round's, and measure the rest)")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="dev: measure every job again (default: keep the "
+        "development jobs the JSON already holds, e.g. an earlier round's, and measure the rest)",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     path = OUT.with_suffix(".json")

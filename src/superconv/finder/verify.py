@@ -203,9 +203,10 @@ def between_lr(best: tuple[float, float], other: tuple[float, float], examples: 
     """The LR to train at from the best probe and the runner-up, each ``(lr, validation accuracy %)``.
 
     The best probe's LR, unless its accuracy is ahead by no more than ``between`` binomial standard errors
-    (:func:`binomial_noise`; an exact tie included): then the probes cannot tell the two apart, and the geometric mean of the two LRs is
-    the safer choice (validation accuracy is concave in log-LR around its peak, so the point between loses less
-    than the wrong end would).
+    (:func:`binomial_noise`; an exact tie included): then the probes cannot tell the two apart, and the geometric
+    mean of the two LRs is the safer choice where validation accuracy is concave in log-LR around its peak (the
+    point between loses less than the wrong end would). Not where the probes tie at chance below a cliff: there
+    it can land on the cliff, which is why :func:`verify` leaves it off by default.
 
     Example:
         >>> between_lr((0.04, 81.0), (0.01, 80.5), examples=1000, between=1.0)  # 0.5 pt: within ~1.8 pt of noise
