@@ -36,20 +36,28 @@ from _suggestion_workloads import WORKLOADS
 from superconv.finder import suggest
 from superconv.finder.candidates import lagged_steepest
 from superconv.finder.result import RangeTestResult
-from superconv.finder.verify import DEFAULT_BETWEEN, DEFAULT_PROBE_FRACTION, between_lr
+from superconv.finder.verify import (
+    DEFAULT_METRIC,
+    DEFAULT_ON_TIE,
+    DEFAULT_PROBE_FRACTION,
+    DEFAULT_TIE_SIGMAS,
+    tie_lr,
+    tied,
+)
 
 #: This round of issue 18 (each development job records the round it was measured in).
-ROUND = 3
+ROUND = 4
 #: Probe lengths measured at every grid LR, as fractions of the run's updates.
 FRACTIONS = (0.05, 0.075, 0.15)
 #: The verification budget: every variant's probes together take at most this share of the run's updates.
 MAX_COST = 0.15
 #: A variant: (name, candidate LRs from a job's estimates, probe fraction, metric, rule). The rule "best" keeps
-#: the best probe; "between z" takes the geometric mean of the best and the runner-up when the best is ahead by
-#: less than z standard errors (``superconv.finder.verify.settle``).
+#: the best probe; when the best is ahead of the runner-up by no more than z binomial standard errors (a tie,
+#: ``superconv.finder.verify.tied``), "between z" takes the geometric mean of the two, "lower z" the lower,
+#: "suggestion z" the one nearer the range test's suggestion (the curve's own estimate).
 Variant = tuple[str, Callable[[dict[str, float]], list[float]], float, str, str]
-#: The rules compared ("between" applies to accuracy only: a loss has no binomial standard error).
-RULES = ("best", "between 1", "between 2", "lower 1", "lower 2")
+#: The rules compared (the tie rules apply to accuracy only: a loss has no binomial standard error).
+RULES = ("best", "between 1", "between 2", "lower 1", "lower 2", "suggestion 1", "suggestion 2")
 
 
 def _sets() -> dict[str, tuple[Callable[[dict[str, float]], list[float]], float]]:
@@ -83,8 +91,8 @@ VARIANTS: tuple[Variant, ...] = tuple(
 )  # fmt: skip
 #: The variant superconv's defaults implement (``superconv.finder.verify``: the candidate set of
 #: ``candidates.default_candidates``, the probe length and the "between" rule); the dev phase must choose it.
-LIBRARY_DEFAULT = f"geomean(steepest, s), s; {DEFAULT_PROBE_FRACTION:.1%} each; by accuracy" + (
-    f"; between {DEFAULT_BETWEEN:g}" if DEFAULT_BETWEEN else ""
+LIBRARY_DEFAULT = f"s/2, tlrf; {DEFAULT_PROBE_FRACTION:.1%} each; by {DEFAULT_METRIC}" + (
+    f"; {DEFAULT_ON_TIE} {DEFAULT_TIE_SIGMAS:g}" if DEFAULT_ON_TIE != "best" else ""
 )
 #: Fallback estimators (no verification) compared on the development workloads.
 FALLBACKS: dict[str, Callable[[dict[str, float]], float]] = {
@@ -193,13 +201,19 @@ def pick(job: dict[str, Any], variant: Variant) -> float:
         if not lrs or lr / lrs[-1] > 1.15:
             lrs.append(lr)
     values = [at(job, f"{fraction:g}/{metric}", lr) for lr in lrs]
-    order = sorted(range(len(lrs)), key=lambda i: -values[i] if metric == "accuracy" else values[i])
+    losses = [at(job, f"{fraction:g}/loss", lr) for lr in lrs]
+    # as superconv.finder.verify.choose: the best accuracy, ties broken by the lower loss (or the lowest loss)
+    order = sorted(range(len(lrs)), key=lambda i: (-values[i], losses[i]) if metric == "accuracy" else losses[i])
+    b = order[0]
     if rule == "best" or len(lrs) < 2:
-        return lrs[order[0]]
-    b, r = order[:2]
-    kind, z = rule.split()
-    lr = between_lr((lrs[b], values[b]), (lrs[r], values[r]), val_size(job["workload"]), float(z))
-    return lr if kind == "between" or lr == lrs[b] else min(lrs[b], lrs[r])
+        return lrs[b]
+    kind, sigmas = rule.split()
+    level = [i for i in order[1:] if tied(values[b], values[i], val_size(job["workload"]), float(sigmas))]
+    if not level:
+        return lrs[b]
+    if kind == "lower":
+        return min(lrs[i] for i in [b, *level])
+    return tie_lr([lrs[i] for i in [b, *level]], estimates(job)["minimum"], kind)
 
 
 def gap(job: dict[str, Any], lr: float, split: str = "val") -> float:

@@ -148,7 +148,7 @@ def markdown(report: dict[str, Any], methods: tuple[str, ...], reference: str) -
     dev, held = report.get("dev", []), report.get("held_out", [])
     chosen = report.get("chosen_variant", "")
     lines = [
-        "# Which LR suggestion can you trust? Development vs held-out workloads (round 3)",
+        f"# Which LR suggestion can you trust? Development vs held-out workloads (round {design.ROUND})",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('workers', 1)} worker processes with 1 torch thread "
         f"each; torch {m['torch']}, Python {m['python']}. Development phase {report.get('dev_seconds', 0) / 60:.1f} "
@@ -157,10 +157,12 @@ def markdown(report: dict[str, Any], methods: tuple[str, ...], reference: str) -
         f"{report.get('held_out_seconds', 0) / 60:.1f} min (load average {report.get('load_start_held_out', 'n/a')}); "
         "other sessions' work shared the 2 cores.",
         "",
-        "Protocol (round 3 of issue 18; round 2's report: `lr_suggestion_round2.md`): the DEVELOPMENT workloads are "
-        "rounds 1 and 2's fourteen, all seen by now (round 2's development jobs reused as measured then "
-        f"({sum(j.get('round') != design.ROUND for j in dev)} jobs), round 2's held-out workloads measured in "
-        f"development mode this round ({sum(j.get('round') == design.ROUND for j in dev)} jobs)); the HELD-OUT "
+        f"Protocol (round {design.ROUND} of issue 18; the earlier rounds' reports: "
+        + ", ".join(f"`lr_suggestion_round{r}.md`" for r in range(2, design.ROUND))
+        + f"): the DEVELOPMENT workloads are the earlier rounds' {len(_by_workload(dev))}, all seen by now "
+        f"({sum(j.get('round') != design.ROUND for j in dev)} jobs reused as measured in earlier rounds, the last "
+        f"round's held-out workloads measured in development mode this round: "
+        f"{sum(j.get('round') == design.ROUND for j in dev)} jobs); the HELD-OUT "
         "workloads are new, written before any was run and run once, with everything frozen. "
         "On the development workloads, full one-cycle runs and probes (compressed one-cycle runs of 5%, 7.5% and "
         "15% of the run) were measured on a quarter-decade LR grid; every verification variant (candidates, probe "

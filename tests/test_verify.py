@@ -19,7 +19,7 @@ from superconv.finder.candidates import default_candidates
 from superconv.finder.lr_finder import LRFinder
 from superconv.finder.probe import ProbeOutcome
 from superconv.finder.result import RangeTestResult
-from superconv.finder.verify import between_lr, binomial_noise, candidate_lrs, choose, paired_noise, verify
+from superconv.finder.verify import binomial_noise, candidate_lrs, choose, paired_noise, tie_lr, tied, verify
 from superconv.schedule.one_cycle import OneCycleSchedule
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -237,40 +237,60 @@ def test_choose_by_loss_by_accuracy_ties_and_divergence() -> None:
     assert choose([outcome(0.1, math.nan, diverged=True), outcome(0.03, math.nan, diverged=True)], "loss") == (1, None)
 
 
-def test_between_lr_splits_the_difference_only_when_the_probes_cannot_tell_the_candidates_apart() -> None:
-    noise = binomial_noise(90.0, 89.0, 400)  # sqrt(0.09 * 0.91 ... ): about 2.2 points on 400 examples
+def test_a_tie_is_a_lead_within_the_binomial_noise_and_each_rule_settles_it() -> None:
+    noise = binomial_noise(90.0, 89.0, 400)  # about 2.2 points on 400 examples
     assert noise == pytest.approx(100 * math.sqrt((0.9 * 0.1 + 0.89 * 0.11) / 400))
-    assert between_lr((0.09, 90.0), (0.01, 89.0), 400, between=1.0) == pytest.approx(0.03)  # 1 pt < 2.2: tie
-    assert between_lr((0.09, 90.0), (0.01, 89.0), 400, between=0.0) == 0.09  # 0: always the best probe
-    assert between_lr((0.09, 90.0), (0.01, 89.0), 40000, between=1.0) == 0.09  # 1 pt >> 0.2 pt of noise
-    assert between_lr((0.01, 95.0), (0.09, 80.0), 400, between=2.0) == 0.01  # far ahead: no compromise
-    assert between_lr((0.09, 90.0), (0.01, 89.0), 0, between=1.0) == 0.09  # no count, no noise estimate
+    assert tied(90.0, 89.0, 400, sigmas=1.0)  # 1 pt < 2.2
+    assert not tied(90.0, 89.0, 400, sigmas=0.0)  # 0: never a tie
+    assert not tied(90.0, 89.0, 40000, sigmas=1.0)  # 1 pt >> 0.2 pt of noise
+    assert not tied(95.0, 80.0, 400, sigmas=2.0)  # far ahead
+    assert not tied(90.0, 89.0, 0, sigmas=1.0)  # no count, no noise estimate
+    assert tied(100.0, 100.0, 50, sigmas=1.0)  # an exact tie (zero noise)
     assert math.isnan(binomial_noise(50.0, 50.0, 0))
+    assert tie_lr([0.09, 0.01], suggestion=0.012, on_tie="suggestion") == 0.01  # nearer the suggestion, in log
+    assert tie_lr([0.09, 0.01], suggestion=0.05, on_tie="suggestion") == 0.09
+    assert tie_lr([0.09, 0.01, 0.03], suggestion=0.025, on_tie="suggestion") == 0.03  # every tied LR counts
+    assert tie_lr([0.09, 0.01], suggestion=0.05, on_tie="between") == pytest.approx(0.03)
+    assert tie_lr([0.09, 0.01], suggestion=0.012, on_tie="best") == 0.09
+    assert tie_lr([0.09, 0.01], suggestion=math.nan, on_tie="suggestion") == 0.09  # no suggestion: the best
 
 
-def test_a_tie_in_the_probes_trains_between_the_two_candidates() -> None:
-    # two separable classes: every candidate reaches 100% validation accuracy, so the probes tie exactly
+def _separable() -> tuple[list[tuple[torch.Tensor, torch.Tensor]], nn.Module, torch.optim.Optimizer]:
+    """Two well-separated classes: every candidate reaches 100% validation accuracy, so the probes tie exactly."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(128, 2, generator=gen)
     y = (x[:, 0] > 0).long()
     x[:, 0] += torch.where(y == 1, 4.0, -4.0)
     data = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
     model = nn.Linear(2, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return data, model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize(("on_tie", "expected"), [("suggestion", 0.05), ("between", 0.15)])
+def test_a_tie_in_the_probes_trains_where_on_tie_says(on_tie: str, expected: float) -> None:
+    data, model, optimizer = _separable()
     crit = nn.CrossEntropyLoss()
-    check = verify(model, optimizer, fake_result(0.1), data, data, criterion=crit, candidates=[0.05, 0.45],
-                   probe_steps=20, metric="accuracy", between=1.0)  # fmt: skip
+    check = verify(model, optimizer, fake_result(0.06), data, data, criterion=crit, candidates=[0.05, 0.45],
+                   probe_steps=20, metric="accuracy", on_tie=on_tie)  # type: ignore[arg-type]  # fmt: skip
     assert [c.val_accuracy for c in check.candidates] == [100.0, 100.0]
     assert [c.val_examples for c in check.candidates] == [128, 128]
-    assert check.between and check.lr == pytest.approx(0.15)  # the geometric mean of 0.05 and 0.45
-    assert check.margin_text().startswith("0.15: between ") and "within noise" in check.margin_text()
-    assert check.to_dict()["between"] is True and check.one_cycle_kwargs()["max_lr"] == pytest.approx(0.15)
-    strict = verify(model, optimizer, fake_result(0.1), data, data, criterion=crit, candidates=[0.05, 0.45],
-                    probe_steps=20, metric="accuracy")  # fmt: skip
-    assert not strict.between and strict.lr in (0.05, 0.45)  # the default: the best probe
-    by_loss = verify(model, optimizer, fake_result(0.1), data, data, criterion=crit, candidates=[0.05, 0.45],
-                     probe_steps=20, metric="loss", between=1.0)  # fmt: skip
-    assert not by_loss.between and by_loss.lr in (0.05, 0.45)  # a loss has no binomial noise: the best probe
+    assert check.tie and check.lr == pytest.approx(expected)  # 0.05 is nearer the suggestion 0.06; 0.15 between
+    text = check.margin_text()
+    assert text.startswith(f"{check.lr:.2g}: the probes tie, ") and "in probes (within noise)" in text
+    assert text.endswith({"suggestion": "nearer the range test's suggestion", "between": "geometric mean"}[on_tie])
+    assert check.to_dict()["tie"] is True and check.one_cycle_kwargs()["max_lr"] == pytest.approx(expected)
+
+
+def test_without_a_tie_rule_the_best_probe_is_kept() -> None:
+    data, model, optimizer = _separable()
+    crit = nn.CrossEntropyLoss()
+    kwargs = {"candidates": [0.05, 0.45], "probe_steps": 20, "criterion": crit}
+    best = verify(model, optimizer, fake_result(0.06), data, data, metric="accuracy", on_tie="best", **kwargs)
+    never = verify(model, optimizer, fake_result(0.06), data, data, metric="accuracy", tie_sigmas=0, **kwargs)
+    by_loss = verify(model, optimizer, fake_result(0.06), data, data, metric="loss", **kwargs)
+    assert best.tie and best.lr in (0.05, 0.45) and best.lr == best.candidates[best.chosen].lr
+    assert not never.tie and never.lr == never.candidates[never.chosen].lr
+    assert not by_loss.tie and by_loss.lr == by_loss.candidates[by_loss.chosen].lr  # a loss has no binomial noise
 
 
 def test_paired_noise_is_the_standard_error_of_the_batch_differences() -> None:
@@ -303,8 +323,8 @@ def test_summary_and_plain_data() -> None:
     line = check.summary()
     assert line.startswith(f"verified max_lr={check.lr:.2g}: ") and "in probes" in line and "confidence" in line
     if check.runner_up is not None:
-        assert ("pt ahead of" in check.margin_text()) != check.between
-        assert ("between" in check.margin_text()) == check.between
+        assert ("pt ahead of" in check.margin_text()) != check.tie
+        assert ("the probes tie" in check.margin_text()) == check.tie
     data_out = json.loads(json.dumps(check.to_dict()))
     assert data_out["lr"] == check.lr and len(data_out["candidates"]) == 2
     # the default: the geometric mean of the curve's steepest point and the suggestion, and the suggestion
@@ -351,9 +371,10 @@ def _call(**overrides: object) -> None:
         ({"criterion": 3}, "Expected criterion to be callable, but got 3"),
         ({"metric": "f1"}, "Unknown metric 'f1': expected one of loss, accuracy"),
         ({"val_batches": 0}, "Expected val_batches to be a positive integer, but got 0"),
-        ({"between": -1}, r"Expected between to be a number >= 0 \(standard errors; 0: always the best probe\)"),
-        ({"between": math.inf}, "Expected between to be a number >= 0"),
-        ({"between": "1"}, "Expected between to be a number >= 0"),
+        ({"tie_sigmas": -1}, r"Expected tie_sigmas to be a number >= 0 \(standard errors; 0: never a tie\)"),
+        ({"tie_sigmas": math.inf}, "Expected tie_sigmas to be a number >= 0"),
+        ({"tie_sigmas": "1"}, "Expected tie_sigmas to be a number >= 0"),
+        ({"on_tie": "median"}, "Unknown on_tie 'median': expected one of suggestion, between, best"),
         ({"accumulation_steps": 0}, "Expected accumulation_steps to be a positive integer, but got 0"),
         ({"autocast_dtype": torch.float32}, "Expected autocast_dtype torch.bfloat16, torch.float16 or None"),
         ({"probe_steps": 5}, "Expected probe_steps to be an integer >= 10, but got 5"),
@@ -424,12 +445,16 @@ def test_fp16_grad_scaler_on_cuda_restores_model_optimizer_scaler_and_device() -
 def test_auto_metric_is_accuracy_for_class_indices_and_loss_otherwise() -> None:
     data, model = classification()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    check = verify(model, optimizer, fake_result(0.1), data, data[:2], criterion=nn.CrossEntropyLoss(), probe_steps=10)
+    check = verify(model, optimizer, fake_result(0.1), data, data[:2], criterion=nn.CrossEntropyLoss(), probe_steps=10,
+                   metric="auto")  # fmt: skip
     assert check.metric == "accuracy" and all(c.val_accuracy is not None for c in check.candidates)
+    default = verify(model, optimizer, fake_result(0.1), data, data[:2], criterion=nn.CrossEntropyLoss(),
+                     probe_steps=10)  # fmt: skip
+    assert default.metric == "loss"  # the default (chosen on the benchmark's development workloads)
     x, y, _ = least_squares([1.0, 0.1])
     reg = nn.Linear(2, 1, bias=False).double()
     check = verify(reg, torch.optim.SGD(reg.parameters(), lr=0.1), fake_result(0.1), [(x, y)], [(x, y)],
-                   criterion=nn.MSELoss(), probe_steps=10)  # fmt: skip
+                   criterion=nn.MSELoss(), probe_steps=10, metric="auto")  # fmt: skip
     assert check.metric == "loss" and all(c.val_accuracy is None for c in check.candidates)
     assert "val loss" in check.margin_text() or check.runner_up is None
 

@@ -125,10 +125,8 @@ def _verify(result: Any, model: Any, opt: Any, data: Any, recipe: Any, device: A
         autocast_dtype=autocast_dtype,
         grad_scaler=torch.amp.GradScaler(device.type) if autocast_dtype is torch.float16 else None,
     )
-    for i, c in enumerate(check.candidates):
+    for c in check.candidates:
         mark = "  <- verified" if c.lr == check.lr else ""
-        if check.between and i in (check.chosen, check.runner_up):
-            mark = f"  <- verified: between, {check.lr:.3e}"
         value = "diverged" if c.diverged else f"val loss {c.val_loss:.4f}"
         if c.val_accuracy is not None and not c.diverged:
             value += f", val accuracy {c.val_accuracy:.2f}%"

@@ -1,17 +1,19 @@
 """Which learning rates verification probes (:mod:`superconv.finder.verify`): read off one range test's curve.
 
-The default candidates (round 3 of issue 18, ``benchmarks/results/lr_suggestion.md``: chosen on fourteen
-development workloads by validation accuracy) are two points of superconv's own lag-free curve:
+The default candidates come from two estimators that fail in different places (chosen on the development
+workloads of ``benchmarks/lr_suggestion.py`` in round 2 of issue 18, and again in round 4 on nineteen; round 3's
+choice, the suggestion and the geometric mean of the curve's steepest point and the suggestion, lost on its
+held-out workloads: ``benchmarks/results/lr_suggestion.md``):
 
-* the suggestion itself (``result.suggestion``, the minimum of the curve), right for many workloads, and
-* the geometric mean of the steepest descent and the minimum: the steepest point alone is far too low on
-  workloads whose loss keeps falling steeply over a wide range (a small transformer lost 30 points there), the
-  minimum too high where a one-cycle run's long stay near its peak is less stable than the sweep's quick passage
-  (an MLP with SGD falls off a cliff just above it, a ResNet trains best well below it): the point between
-  covers those.
+* half of superconv's suggestion (``result.suggestion``, the minimum of the lag-free curve): the minimum is too
+  high where a one-cycle run's long time near its peak is less stable than the sweep's quick passage (SGD on an
+  MLP falls off a cliff just above it; a ResNet trains best 2-10x below it);
+* torch-lr-finder's suggestion (:func:`lagged_steepest`): the steepest point of the forward-only moving average
+  it plots, read off the SAME sweep. The average lags the raw losses, which moves the steepest point towards the
+  minimum; it is often right where the minimum is too low (a small transformer with AdamW), and when it is far too
+  high (an MLP with SGD) its probe diverges or loses and is not chosen.
 
-:func:`lagged_steepest` is torch-lr-finder's suggestion from the same sweep (round 2's second candidate, kept for
-comparison); :func:`candidate_lrs` gives the alternative: the suggestion and neighbours a constant factor apart.
+:func:`candidate_lrs` gives the alternative: the suggestion and neighbours a constant factor apart.
 
 Example:
     >>> from superconv.finder.result import RangeTestResult
@@ -19,20 +21,19 @@ Example:
     >>> smoothed = [2.0 - min(i, 30) / 20 for i in range(40)]
     >>> result = RangeTestResult(lrs=lrs, losses=smoothed, smoothed_losses=smoothed, suggestion=0.05)
     >>> [round(x, 4) for x in default_candidates(result)]
-    [0.0126, 0.05]
+    [0.001, 0.025]
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-import superconv.finder.suggest as suggest
 from superconv import checks
 from superconv.errors import ConfigError
 from superconv.finder.result import RangeTestResult
 
+#: The default candidates' ratio to ``result.suggestion`` (the lower one); see the module docstring.
+SUGGESTION_RATIO = 0.5
 #: torch-lr-finder's ``plot(skip_start=10, skip_end=5)``: the points its steepest gradient ignores.
 SKIP_START, SKIP_END = 10, 5
 #: Candidates closer than this ratio are probed once (the lower one is kept).
@@ -60,20 +61,10 @@ def lagged_steepest(result: RangeTestResult) -> float | None:
     return float(lrs[int(np.argmin(np.gradient(smoothed)))])
 
 
-def curve_steepest(result: RangeTestResult) -> float | None:
-    """superconv's steepest-descent estimate on the result's lag-free curve (re-read from the raw losses, as
-    :func:`superconv.finder.suggest.analyze` computes it); ``None`` when the curve gives none."""
-    if len(result.lrs) < 2:
-        return None
-    analysis = suggest.analyze(result.lrs, result.losses, result.smooth_f, stopped_early=result.diverged)
-    value = analysis.estimates.get("steepest", math.nan)
-    return float(value) if math.isfinite(value) and value > 0 else None
-
-
 def default_candidates(result: RangeTestResult) -> list[float]:
-    """The geometric mean of the curve's steepest point (:func:`curve_steepest`) and the suggestion, and the
-    suggestion itself; increasing, probed once when closer than :data:`MIN_RATIO` (the lower one is kept); the
-    suggestion alone when the curve has no steepest point.
+    """Half the suggestion and torch-lr-finder's suggestion from the same sweep (:func:`lagged_steepest`),
+    increasing, probed once when closer than :data:`MIN_RATIO`; the suggestion itself replaces the second when
+    the sweep is too short for it.
 
     Raises:
         ConfigError: When the range test gave no usable suggestion.
@@ -84,9 +75,8 @@ def default_candidates(result: RangeTestResult) -> list[float]:
             f"The range test gave no usable suggestion ({suggestion!r}, quality {result.quality}): "
             "run it again with more iterations, or pass candidates=[...] to verify"
         )
-    steepest = curve_steepest(result)
-    between = math.sqrt(steepest * float(suggestion)) if steepest is not None else float(suggestion)
-    lrs = sorted([between, float(suggestion)])
+    steepest = lagged_steepest(result)
+    lrs = sorted([SUGGESTION_RATIO * float(suggestion), steepest if steepest is not None else float(suggestion)])
     return [lrs[0]] if lrs[1] / lrs[0] < MIN_RATIO else lrs
 
 

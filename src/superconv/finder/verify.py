@@ -7,17 +7,17 @@ starting weights, optimizer state, RNG streams and batch order, and keeps the ca
 validation metric. The model, the optimizer (state and hyperparameters), a GradScaler, the RNG streams and
 the training loader's position are restored exactly after every probe, also when a probe raises.
 
-The defaults were chosen on the development workloads of ``benchmarks/lr_suggestion.py`` (round 3 of issue 18:
-fourteen workloads, by validation accuracy) among candidate sets, probe lengths, metrics and tie rules whose probes
-cost at most 15% of the run: two candidates read off superconv's own curve
-(:func:`superconv.finder.candidates.default_candidates`: the suggestion, and the geometric mean of the curve's
-steepest point and the suggestion), each probed for :data:`DEFAULT_PROBE_FRACTION` of the run, the better by
-validation accuracy when the targets are class indices (else loss). Short probes carry a short-horizon bias:
-they cannot see that a run which stays near its peak far longer falls off a cliff there (an MLP with SGD whose
-7.5% probe at 1.6x the suggestion was the best, while its full run lost 38 points), so neighbours ABOVE the
-suggestion are risky; ``span=(1, 1)`` still probes them, ideally with longer probes (``probe_fraction``).
-Where the probes learn nothing yet (tasks a run only solves late, all probes at chance), the choice between the
-candidates is a coin toss: the confidence says so.
+The defaults were chosen on the development workloads of ``benchmarks/lr_suggestion.py`` (round 4 of issue 18:
+nineteen workloads, by validation accuracy) among candidate sets, probe lengths, metrics and tie rules whose probes
+cost at most 15% of the run: two candidates from different estimators
+(:func:`superconv.finder.candidates.default_candidates`: half the suggestion, and torch-lr-finder's steepest point
+read off the same sweep), each probed for :data:`DEFAULT_PROBE_FRACTION` of the run, the better by validation loss.
+Short probes carry a short-horizon bias: they cannot see that a run which stays near its peak far longer falls off
+a cliff there (an MLP with SGD whose 7.5% probe at 1.6x the suggestion was the best, while its full run lost 38
+points), so neighbours ABOVE the suggestion are risky; ``span=(1, 1)`` still probes them, ideally with longer
+probes (``probe_fraction``). Where the probes learn nothing yet (tasks a run only solves late: on the benchmark's
+sequence tasks even probes of 15% of the run sat at chance over the whole good LR range), no probe can choose and
+the choice between the candidates is a coin toss.
 
 Example:
     >>> import torch
@@ -30,9 +30,8 @@ Example:
     >>> crit = torch.nn.CrossEntropyLoss()
     >>> result = LRFinder(model, opt, crit).range_test(data, num_iter=30)
     >>> check = verify(model, opt, result, data, data[:2], criterion=crit, probe_steps=10)
-    >>> probed = [c.lr for c in check.candidates]
-    >>> 1 <= len(probed) <= 2, check.lr in probed or min(probed) < check.lr < max(probed), check.metric
-    (True, True, 'accuracy')
+    >>> 1 <= len(check.candidates) <= 2, check.lr in [c.lr for c in check.candidates], check.metric
+    (True, True, 'loss')
 """
 
 from __future__ import annotations
@@ -59,6 +58,7 @@ from superconv.finder.result import RangeTestResult
 from superconv.finder.snapshot import Snapshot
 
 Metric = Literal["loss", "accuracy"]
+OnTie = Literal["suggestion", "between", "best"]
 METRICS = ("loss", "accuracy", "auto")
 
 #: Each probe's share of the updates of the run the LR is for (chosen on the benchmark's development workloads:
@@ -68,10 +68,16 @@ DEFAULT_PROBE_FRACTION = 0.075
 MIN_PROBE_STEPS = 10
 #: Validation batches each probe is measured on (the same batches for every probe).
 DEFAULT_VAL_BATCHES = 8
-#: When the best probe's validation accuracy is ahead of the runner-up's by no more than this many standard errors,
-#: the run trains at the geometric mean of the two LRs. Off by default: on the benchmark's development workloads it
-#: helped where the probes tie on a smooth optimum and hurt where they tie at chance below a cliff (round 3).
-DEFAULT_BETWEEN = 0.0
+#: The probes TIE when the best one's validation accuracy is ahead of the runner-up's by no more than this many
+#: standard errors (:func:`binomial_noise`).
+DEFAULT_TIE_SIGMAS = 1.0
+#: What a tie trains at (:func:`tie_lr`): "suggestion" (the tied LR nearest the range test's suggestion),
+#: "between" (their geometric mean) or "best" (the best probe, ties ignored). Ties exist for accuracy only, and the
+#: default metric is the loss: on the benchmark's development workloads no tie rule won (round 4 of issue 18).
+DEFAULT_ON_TIE: OnTie = "best"
+#: What the probes are compared by (chosen on the development workloads, round 4): the validation loss.
+DEFAULT_METRIC: Literal["auto", "loss", "accuracy"] = "loss"
+ON_TIE = ("suggestion", "between", "best")
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,9 @@ class Verification:
         candidates: Each probe's outcome, in increasing LR.
         chosen: The index of the best candidate.
         runner_up: The index of the next best candidate that did not diverge, or ``None``.
-        between: Whether ``lr`` is the geometric mean of the best and the runner-up's LRs, because the probes could
-            not tell them apart (accuracy ahead by less than ``between`` standard errors; see :func:`between_lr`).
+        tie: Whether the probes could not tell the best from another one (accuracy ahead by no more than
+            ``tie_sigmas`` standard errors, :func:`tied`); ``lr`` is then what ``on_tie`` says (:func:`tie_lr`).
+        on_tie: The tie rule that was asked for.
         margin: How far the chosen candidate is ahead of the runner-up (accuracy points, or loss); NaN if none.
         noise: The standard error of that margin over the validation batches (NaN with one batch).
         probe_steps: Optimizer updates per probe.
@@ -103,7 +110,8 @@ class Verification:
     candidates: tuple[ProbeOutcome, ...]
     chosen: int
     runner_up: int | None
-    between: bool
+    tie: bool
+    on_tie: str
     margin: float
     noise: float
     probe_steps: int
@@ -128,9 +136,11 @@ class Verification:
         if self.runner_up is None:
             return f"{head}: the only probe that did not diverge"
         other = self.candidates[self.runner_up].lr
-        if self.between:
-            best = self.candidates[self.chosen].lr
-            return f"{head}: between {best:.2g} and {other:.2g}, {self.margin:.2g} pt apart in probes (within noise)"
+        best = self.candidates[self.chosen].lr
+        if self.tie:
+            rule = {"suggestion": "the one nearer the range test's suggestion", "between": "their geometric mean"}
+            return (f"{head}: the probes tie, {best:.2g} vs {other:.2g} {self.margin:.2g} pt apart in probes (within "
+                    f"noise): {rule.get(self.on_tie, 'the better one')}")  # fmt: skip
         if self.metric == "accuracy":
             return f"{head}: {self.margin:.2g} pt ahead of {other:.2g} in probes"
         return f"{head}: val loss {self.margin:.3g} lower than {other:.2g} in probes"
@@ -151,7 +161,8 @@ class Verification:
             "candidates": [c.to_dict() for c in self.candidates],
             "chosen": self.chosen,
             "runner_up": self.runner_up,
-            "between": self.between,
+            "tie": self.tie,
+            "on_tie": self.on_tie,
             "margin": self.margin,
             "noise": self.noise,
             "probe_steps": self.probe_steps,
@@ -199,26 +210,39 @@ def binomial_noise(a: float, b: float, examples: int) -> float:
     return 100.0 * math.sqrt((p * (1 - p) + q * (1 - q)) / examples)
 
 
-def between_lr(best: tuple[float, float], other: tuple[float, float], examples: int, between: float) -> float:
-    """The LR to train at from the best probe and the runner-up, each ``(lr, validation accuracy %)``.
-
-    The best probe's LR, unless its accuracy is ahead by no more than ``between`` binomial standard errors
-    (:func:`binomial_noise`; an exact tie included): then the probes cannot tell the two apart, and the geometric
-    mean of the two LRs is the safer choice where validation accuracy is concave in log-LR around its peak (the
-    point between loses less than the wrong end would). Not where the probes tie at chance below a cliff: there
-    it can land on the cliff, which is why :func:`verify` leaves it off by default.
+def tied(best: float, other: float, examples: int, sigmas: float) -> bool:
+    """Whether a best validation accuracy ``best`` (percent) is ahead of ``other`` by no more than ``sigmas``
+    binomial standard errors (:func:`binomial_noise`) on ``examples`` predictions: the probes cannot tell them apart.
+    Never with ``sigmas`` 0 or without examples.
 
     Example:
-        >>> between_lr((0.04, 81.0), (0.01, 80.5), examples=1000, between=1.0)  # 0.5 pt: within ~1.8 pt of noise
-        0.02
-        >>> between_lr((0.04, 85.0), (0.01, 80.0), examples=1000, between=1.0)
-        0.04
+        >>> tied(81.0, 80.5, examples=1000, sigmas=1.0), tied(85.0, 80.0, examples=1000, sigmas=1.0)
+        (True, False)
     """
-    (lr, acc), (lr2, acc2) = best, other
-    noise = binomial_noise(acc, acc2, examples)
-    if between > 0 and math.isfinite(noise) and acc - acc2 <= between * noise:
-        return math.sqrt(lr * lr2)
-    return lr
+    noise = binomial_noise(best, other, examples)
+    return sigmas > 0 and math.isfinite(noise) and best - other <= sigmas * noise
+
+
+def tie_lr(lrs: Sequence[float], suggestion: float, on_tie: str) -> float:
+    """What to train at when the probes at ``lrs`` tie: the best probe's LR first, then every LR whose probe the
+    best one is not clearly ahead of (:func:`tied`).
+
+    * "suggestion": of those, the LR nearest the range test's ``suggestion`` (on the log scale): the probes cannot
+      decide, so the curve's own estimate does. Where the probes tie because they learned nothing yet (tasks a
+      run only solves late: every probe at chance), an accidental lead is noise.
+    * "between": their geometric mean, the safer point where validation accuracy is concave in log-LR around its
+      peak; not where the probes tie at chance below a cliff (it can land on the cliff).
+    * "best": the best probe's LR (ties ignored).
+
+    Example:
+        >>> tie_lr([0.01, 0.04], suggestion=0.04, on_tie="suggestion"), round(tie_lr([0.01, 0.04], 0.04, "between"), 9)
+        (0.04, 0.02)
+    """
+    if on_tie == "between":
+        return math.exp(sum(math.log(lr) for lr in lrs) / len(lrs))
+    if on_tie == "suggestion" and suggestion > 0 and math.isfinite(suggestion):
+        return min(lrs, key=lambda lr: abs(math.log(lr / suggestion)))
+    return lrs[0]
 
 
 def paired_noise(a: ProbeOutcome, b: ProbeOutcome, metric: Metric) -> float:
@@ -245,8 +269,9 @@ def verify(
     run_steps: int | None = None,
     probe_fraction: float = DEFAULT_PROBE_FRACTION,
     probe_steps: int | None = None,
-    metric: Literal["auto", "loss", "accuracy"] = "auto",
-    between: float = DEFAULT_BETWEEN,
+    metric: Literal["auto", "loss", "accuracy"] = DEFAULT_METRIC,
+    on_tie: OnTie = DEFAULT_ON_TIE,
+    tie_sigmas: float = DEFAULT_TIE_SIGMAS,
     val_batches: int = DEFAULT_VAL_BATCHES,
     schedule: Mapping[str, Any] | None = None,
     accumulation_steps: int = 1,
@@ -279,9 +304,11 @@ def verify(
         probe_steps: Updates per probe (overrides ``run_steps * probe_fraction``; at least 10).
         metric: Choose by validation "loss" (any task) or "accuracy" (classification; ties by loss); "auto":
             accuracy when every probe could measure it (class-index targets, one score per class), else loss.
-        between: By accuracy: when the best probe is ahead of the runner-up by less than this many standard errors
-            (:func:`binomial_noise`), train at the geometric mean of their LRs (:func:`between_lr`); 0 (the
-            default): always the best probe's LR. Choosing by loss always takes the best probe's.
+        on_tie: By accuracy, when the probes tie (the best ahead of others by no more than ``tie_sigmas``
+            standard errors, :func:`tied`): "suggestion" trains at the tied LR nearest the range test's
+            suggestion, "between" at their geometric mean, "best" at the best probe's (:func:`tie_lr`). Choosing
+            by loss always takes the best probe's.
+        tie_sigmas: How many standard errors a lead must exceed to count (0: never a tie).
         val_batches: Validation batches each probe is measured on (at least 2 give a noise estimate).
         schedule: Extra :class:`superconv.OneCycleLR` keyword arguments for the probes (the run's shape, e.g.
             ``{"pct_start": 0.25}``); ``div_factor`` defaults to ``result.div_factor``.
@@ -298,7 +325,8 @@ def verify(
         ConfigError: For a bad argument; the message says what was expected.
     """
     lrs, steps, dev = _check(model, optimizer, result, train_loader, val_loader, candidates, spacing, span, run_steps,
-                             probe_fraction, probe_steps, metric, between, val_batches, accumulation_steps,
+                             probe_fraction, probe_steps, metric, on_tie, tie_sigmas, val_batches,
+                             accumulation_steps,
                              device, autocast_dtype, criterion, loss_fn)  # fmt: skip
     config = ProbeConfig(
         steps=steps,
@@ -316,7 +344,9 @@ def verify(
     resolved: Metric = metric if metric != "auto" else _resolved(outcomes)
     chosen, runner_up = choose(outcomes, resolved)
     margin, noise, probes = _judge(outcomes, chosen, runner_up, resolved)
-    lr = _settle(outcomes, chosen, runner_up, resolved, between)
+    level = [i for i, o in enumerate(outcomes) if i != chosen and _tied(outcomes[chosen], o, resolved, tie_sigmas)]
+    tie = bool(level)
+    lr = tie_lr([outcomes[i].lr for i in [chosen, *level]], float(result.suggestion), on_tie)
     return Verification(
         lr=lr,
         suggestion=float(result.suggestion),
@@ -325,7 +355,8 @@ def verify(
         candidates=tuple(outcomes),
         chosen=chosen,
         runner_up=runner_up,
-        between=lr != outcomes[chosen].lr,
+        tie=tie,
+        on_tie=on_tie,
         margin=margin,
         noise=noise,
         probe_steps=steps,
@@ -335,16 +366,12 @@ def verify(
     )
 
 
-def _settle(
-    outcomes: Sequence[ProbeOutcome], chosen: int, runner_up: int | None, metric: Metric, between: float
-) -> float:
-    """The LR to train at: the best probe's, or between it and the runner-up's (:func:`between_lr`)."""
-    best = outcomes[chosen]
-    if metric != "accuracy" or runner_up is None or best.diverged or best.val_accuracy is None:
-        return best.lr
-    other = outcomes[runner_up]
+def _tied(best: ProbeOutcome, other: ProbeOutcome, metric: Metric, sigmas: float) -> bool:
+    """Whether the best probe and another tie by accuracy (:func:`tied`); never by loss, never a diverged one."""
+    if metric != "accuracy" or best.diverged or other.diverged or best.val_accuracy is None:
+        return False
     examples = min(best.val_examples, other.val_examples)
-    return between_lr((best.lr, best.val_accuracy), (other.lr, other.val_accuracy or 0.0), examples, between)
+    return tied(best.val_accuracy, other.val_accuracy or 0.0, examples, sigmas)
 
 
 def _resolved(outcomes: Sequence[ProbeOutcome]) -> Metric:
@@ -480,7 +507,8 @@ def _check(
     probe_fraction: float,
     probe_steps: int | None,
     metric: str,
-    between: Any,
+    on_tie: Any,
+    tie_sigmas: Any,
     val_batches: int,
     accumulation_steps: int,
     device: Any,
@@ -506,9 +534,10 @@ def _check(
         if fn is not None and not callable(fn):
             raise ConfigError(f"Expected {name} to be callable, but got {fn!r}")
     checks.one_of("metric", metric, METRICS)
-    if not (checks.is_number(between) and 0 <= between < math.inf):
+    checks.one_of("on_tie", on_tie, ON_TIE)
+    if not (checks.is_number(tie_sigmas) and 0 <= tie_sigmas < math.inf):
         raise ConfigError(
-            f"Expected between to be a number >= 0 (standard errors; 0: always the best probe), but got {between!r}"
+            f"Expected tie_sigmas to be a number >= 0 (standard errors; 0: never a tie), but got {tie_sigmas!r}"
         )
     checks.positive_int("val_batches", val_batches)
     checks.positive_int("accumulation_steps", accumulation_steps)
