@@ -293,6 +293,29 @@ def test_without_a_tie_rule_the_best_probe_is_kept() -> None:
     assert not by_loss.tie and by_loss.lr == by_loss.candidates[by_loss.chosen].lr  # a loss has no binomial noise
 
 
+def test_probes_that_learned_nothing_say_so_and_what_to_do() -> None:
+    # labels unrelated to the inputs (half of them class 0): no probe can beat predicting the majority class
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(384, 6, generator=gen)
+    y = torch.tensor([0] * 192 + [1] * 96 + [2] * 96)[torch.randperm(384, generator=gen)]
+    train, val = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 192, 32)], [(x[192:], y[192:])]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    check = verify(model, optimizer, fake_result(0.1), train, val, criterion=nn.CrossEntropyLoss(), probe_steps=12)
+    assert check.metric == "loss" and all(c.val_accuracy is not None for c in check.candidates)  # measured anyway
+    share = 100.0 * int(torch.bincount(y[192:]).max()) / 192
+    assert all(c.val_accuracy <= share + 8 for c in check.candidates if c.val_accuracy is not None)
+    assert check.confidence.level == "low"
+    assert "the probes learned nothing yet" in check.confidence.reason and f"({share:.3g}%)" in check.confidence.reason
+    assert "probe_fraction=0.3" in check.confidence.advice and "train a few LRs in full" in check.confidence.advice
+    # a task the probes do learn is not flagged
+    data, learnable = classification()
+    fine = verify(learnable, torch.optim.SGD(learnable.parameters(), lr=0.1, momentum=0.9), fake_result(0.3), data,
+                  data[:4], criterion=nn.CrossEntropyLoss(), probe_steps=30)  # fmt: skip
+    assert "learned nothing" not in fine.confidence.reason
+
+
 def test_paired_noise_is_the_standard_error_of_the_batch_differences() -> None:
     a = outcome(0.01, 1.0, batches=[1.0, 2.0, 3.0])
     b = outcome(0.03, 1.0, batches=[1.5, 2.0, 2.5])

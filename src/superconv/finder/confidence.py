@@ -197,6 +197,35 @@ def from_probes(
     return make(score, reason, advice)
 
 
+def at_chance(accuracy: float, chance: float, examples: int) -> bool:
+    """Whether a probe's validation ``accuracy`` (percent, on ``examples`` predictions) is no better than
+    predicting the majority class (``chance``, its share in percent): within two binomial standard errors of it.
+
+    Example:
+        >>> at_chance(34.0, chance=33.0, examples=600), at_chance(45.0, chance=33.0, examples=600)
+        (True, False)
+    """
+    if examples < 1 or not math.isfinite(accuracy):
+        return False
+    c = chance / 100.0
+    return accuracy <= chance + 2.0 * 100.0 * math.sqrt(max(c * (1.0 - c), 1e-12) / examples)
+
+
+def learned_nothing(chance: float) -> Confidence:
+    """The probes' confidence when every probe is at chance (:func:`at_chance`): they cannot choose.
+
+    On the suggestion benchmark's sequence tasks, which a run only learns late, even probes of 15% of the run sat at
+    chance over the whole good LR range, and the verified LR was then a coin toss (``benchmarks/results/``).
+    """
+    return make(
+        0.1,
+        f"every probe's validation accuracy is at the majority class's share ({chance:.3g}%): the probes learned "
+        "nothing yet, so none can choose",
+        "this task learns only later in a run: verify with longer probes (probe_fraction=0.3), or train a few LRs "
+        "in full and keep the best by validation (a grid half a decade apart)",
+    )
+
+
 def combine(curve: Confidence, probes: Confidence) -> Confidence:
     """The confidence of a verified suggestion: the probes weighed at :data:`PROBE_WEIGHT`, the curve the rest.
 

@@ -131,7 +131,7 @@ class Verification:
         return {"max_lr": float(self.lr), "div_factor": float(self.div_factor)}
 
     def margin_text(self) -> str:
-        """E.g. ``0.031: 0.6 pt ahead of 0.01 in probes`` (or the loss for ``metric="loss"``)."""
+        """E.g. ``0.031: 0.6 pt ahead of 0.01 in probes``, or ``0.031: probe val loss 0.05 lower than at 0.01``."""
         head = f"{self.lr:.2g}"
         if self.runner_up is None:
             return f"{head}: the only probe that did not diverge"
@@ -143,7 +143,7 @@ class Verification:
                     f"noise): {rule.get(self.on_tie, 'the better one')}")  # fmt: skip
         if self.metric == "accuracy":
             return f"{head}: {self.margin:.2g} pt ahead of {other:.2g} in probes"
-        return f"{head}: val loss {self.margin:.3g} lower than {other:.2g} in probes"
+        return f"{head}: probe val loss {self.margin:.3g} lower than at {other:.2g}"
 
     def summary(self) -> str:
         """One line for humans: the choice, its margin, the probes' cost and the confidence."""
@@ -334,16 +334,20 @@ def verify(
         criterion=criterion,
         loss_fn=loss_fn,
         accuracy=metric == "accuracy",
-        accuracy_if_defined=metric == "auto",
+        accuracy_if_defined=metric != "accuracy",  # also by loss: it shows whether the probes learned anything
         accumulation_steps=accumulation_steps,
         autocast_dtype=autocast_dtype,
         grad_scaler=grad_scaler,
     )
     t0 = time.perf_counter()
-    outcomes = _probe_all(model, optimizer, lrs, train_loader, val_loader, val_batches, config, dev, snapshot_device)
+    outcomes, chance = _probe_all(model, optimizer, lrs, train_loader, val_loader, val_batches, config, dev,
+                                  snapshot_device)  # fmt: skip
     resolved: Metric = metric if metric != "auto" else _resolved(outcomes)
     chosen, runner_up = choose(outcomes, resolved)
     margin, noise, probes = _judge(outcomes, chosen, runner_up, resolved)
+    finished = [(o.val_accuracy, o.val_examples) for o in outcomes if not o.diverged and o.val_accuracy is not None]
+    if chance is not None and finished and all(conf.at_chance(acc, chance, n) for acc, n in finished):
+        probes = conf.learned_nothing(chance)
     level = [i for i, o in enumerate(outcomes) if i != chosen and _tied(outcomes[chosen], o, resolved, tie_sigmas)]
     tie = bool(level)
     lr = tie_lr([outcomes[i].lr for i in [chosen, *level]], float(result.suggestion), on_tie)
@@ -431,8 +435,13 @@ def _probe_all(
     config: ProbeConfig,
     device: torch.device,
     snapshot_device: str | torch.device,
-) -> list[ProbeOutcome]:
-    """Run one probe per LR, each from the same state; everything is restored after each (also on error)."""
+) -> tuple[list[ProbeOutcome], float | None]:
+    """Run one probe per LR, each from the same state; everything is restored after each (also on error).
+
+    Returns:
+        The outcomes, and the share (percent) of the most frequent class among the validation targets (``None``
+        unless they are class indices): the accuracy of a model that learned nothing but the majority.
+    """
     positions = [_LoaderPosition(train_loader), _LoaderPosition(val_loader)]
     patched_step = "step" in vars(optimizer)
     original_step = vars(optimizer).get("step")
@@ -463,7 +472,20 @@ def _probe_all(
     finally:
         for position in positions:
             position.restore()
-    return outcomes
+    return outcomes, _majority_share(cache)
+
+
+def _majority_share(batches: Sequence[Any]) -> float | None:
+    """The most frequent class's share (percent) of the batches' targets, when they are class indices."""
+    targets = [b[-1] for b in batches if isinstance(b, (tuple, list)) and len(b) >= 2]
+    if len(targets) != len(batches) or not all(isinstance(t, torch.Tensor) for t in targets):
+        return None
+    if any(t.is_floating_point() or t.is_complex() or t.dtype == torch.bool for t in targets):
+        return None
+    flat = torch.cat([t.reshape(-1).to("cpu", torch.int64) for t in targets])
+    if flat.numel() == 0 or int(flat.min()) < 0:
+        return None
+    return 100.0 * int(torch.bincount(flat).max()) / flat.numel()
 
 
 class _LoaderPosition:

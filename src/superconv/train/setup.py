@@ -33,9 +33,10 @@ RANGE_TEST_SHARE, MIN_RANGE_TEST_ITERS = 0.15, 20
 #: Set to pin the CPU format instead of measuring it: the same numbers on every machine.
 FORMAT_ENV = "SUPERCONV_CPU_FORMAT"
 #: Whether ``fit`` verifies the range test's suggestion when ``verify=None`` (and it can: a validation loader and a
-#: one-cycle schedule). On: on the six held-out workloads of ``benchmarks/lr_suggestion.py`` the verified LR lost
-#: 0.20 test points on average (worst seed 1.11) to the best of a 7-point grid, the suggestion alone 4.16 (worst
-#: 66.6, a run that diverged); the probes cost about 20% of the run's wall time (15% of its updates).
+#: one-cycle schedule). On: on the held-out workloads of ``benchmarks/lr_suggestion.py`` the verified LR avoided the
+#: curve's blow-ups where the probes learn (a ResNet with SGD: 0.88 / 1.26 test points from a grid's best against
+#: the curve's 5.19 / 15.08), it is no better than a coin toss on tasks a run only learns late (then its confidence
+#: is low and says why), and its two probes cost 10-19% of the run's wall time (15% of its updates).
 VERIFY_BY_DEFAULT = True
 PINNED_FORMATS = {
     "fp32": (None, False),
