@@ -9,8 +9,9 @@ From that, without training anything more, it reads:
 
 * every candidate estimator's LR off the curve (:func:`estimates`), and what the full run at that LR would
   score: the validation accuracy interpolated on the log-LR grid (at most 1/8 decade from a measured point);
-* every verification variant (:data:`VARIANTS`: a candidate set, a probe length, a metric) by the probes'
-  values interpolated the same way, and which candidate it would pick;
+* every verification variant (:data:`VARIANTS`: a candidate set, a probe length, a metric, a tie rule) by the
+  probes' values interpolated the same way, and which candidate it would pick (as ``verify`` would: the library's
+  tie functions decide);
 * the short-horizon bias: how far the probes' best grid LR lies from the full runs', what that costs, and the
   rank correlation between probe and full-run validation accuracy.
 

@@ -1,14 +1,16 @@
 """Which LR suggestion can you trust? Measured the way users feel it, on workloads the methods were NOT tuned on.
 
-Protocol (round 2 of issue 18; numbers in ``benchmarks/results/lr_suggestion.md``):
+Protocol (round 4 of issue 18; numbers in ``benchmarks/results/lr_suggestion.md``, earlier rounds in
+``lr_suggestion_round2.md`` and ``lr_suggestion_round3.md``):
 
-1. Workloads (``_suggestion_workloads.py``): a DEVELOPMENT set (round 1's eight workloads, all seen by now) and a
-   HELD-OUT set of six new ones (other model families and tasks, AdamW and SGD), written before any was run.
+1. Workloads (``_suggestion_workloads.py``): a DEVELOPMENT set (every earlier round's workloads, all seen by now)
+   and a HELD-OUT set of new ones (other model families and tasks, AdamW and SGD), written before any was run.
    Each has train / validation / test data; 3 seeds (initial weights, batch order).
 2. Development phase (``_suggestion_design.py``): full one-cycle runs and short probes on a quarter-decade LR
-   grid, superconv's range-test curve and torch-lr-finder's suggestion. Every candidate estimator and every
-   verification variant (candidate set, probe length, metric; probes at most 15% of the run) is scored on it by
-   VALIDATION accuracy, the short-horizon bias of the probes is measured, and one variant is chosen. superconv's
+   grid, superconv's range-test curve and torch-lr-finder's suggestion; the jobs an earlier round measured are
+   reused (each records its round). Every candidate estimator and every verification variant (candidate set,
+   probe length, metric, tie rule; probes at most 15% of the run) is scored on it by VALIDATION accuracy, the
+   short-horizon bias of the probes is measured, and one variant is chosen by a fixed objective. superconv's
    defaults (``superconv.finder.verify``) implement it; the phase stops if they do not.
 3. Held-out phase, run once with everything frozen: superconv's range test; its default suggestion; its verified
    suggestion (``verify(...)`` with its defaults, the very call a user makes); torch-lr-finder's steepest gradient

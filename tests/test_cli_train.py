@@ -116,9 +116,8 @@ def test_find_lr_verify_prints_the_choice_and_adds_it_to_the_json(tmp_path: Path
     data = json.loads((tmp_path / "lr_finder.json").read_text())
     check = data["verification"]
     probed = [c["lr"] for c in check["candidates"]]
-    assert check["lr"] in probed and "<- verified" in res.output  # the default tie rule keeps one of the probes
-    if check["tie"]:  # the probes could not tell the best two apart: the one nearer the suggestion
-        assert "the probes tie" in res.output
+    assert check["lr"] in probed and "<- verified" in res.output
+    assert check["metric"] == "loss" and check["tie"] is False  # by validation loss (the default): never a tie
     assert check["run_steps"] == 200
     assert f"verified max_lr={check['lr']:.2g}" in res.output and "confidence" in res.output
     assert f"OneCycleLR: max_lr={check['lr']:.3g}" in res.output  # the verified LR is the one recommended

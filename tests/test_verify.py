@@ -276,7 +276,7 @@ def test_a_tie_in_the_probes_trains_where_on_tie_says(on_tie: str, expected: flo
     assert [c.val_examples for c in check.candidates] == [128, 128]
     assert check.tie and check.lr == pytest.approx(expected)  # 0.05 is nearer the suggestion 0.06; 0.15 between
     text = check.margin_text()
-    assert text.startswith(f"{check.lr:.2g}: the probes tie, ") and "in probes (within noise)" in text
+    assert text.startswith(f"{check.lr:.2g}: the probes tie (") and "pt apart in probes, within noise); " in text
     assert text.endswith({"suggestion": "nearer the range test's suggestion", "between": "geometric mean"}[on_tie])
     assert check.to_dict()["tie"] is True and check.one_cycle_kwargs()["max_lr"] == pytest.approx(expected)
 

@@ -139,8 +139,8 @@ class Verification:
         best = self.candidates[self.chosen].lr
         if self.tie:
             rule = {"suggestion": "the one nearer the range test's suggestion", "between": "their geometric mean"}
-            return (f"{head}: the probes tie, {best:.2g} vs {other:.2g} {self.margin:.2g} pt apart in probes (within "
-                    f"noise): {rule.get(self.on_tie, 'the better one')}")  # fmt: skip
+            return (f"{head}: the probes tie ({best:.2g} vs {other:.2g}: {self.margin:.2g} pt apart in probes, within "
+                    f"noise); {rule.get(self.on_tie, 'the better one')}")  # fmt: skip
         if self.metric == "accuracy":
             return f"{head}: {self.margin:.2g} pt ahead of {other:.2g} in probes"
         return f"{head}: probe val loss {self.margin:.3g} lower than at {other:.2g}"
@@ -292,9 +292,8 @@ def verify(
         val_loader: Validation batches; the first ``val_batches`` are kept and reused by every probe.
         criterion: ``criterion(output, target)`` for ``(inputs, ..., target)`` batches.
         loss_fn: ``loss_fn(model, batch) -> scalar tensor`` for any other batch shape.
-        candidates: The LRs to probe; default: :func:`superconv.finder.candidates.default_candidates` (the
-            suggestion, and the geometric mean of the curve's steepest point and the suggestion), or the
-            neighbours ``span`` asks for.
+        candidates: The LRs to probe; default: :func:`superconv.finder.candidates.default_candidates` (half the
+            suggestion and torch-lr-finder's steepest point of the same sweep), or the neighbours ``span`` asks for.
         spacing: With ``span``: the ratio of neighbouring candidates.
         span: Probe the suggestion and neighbours instead (:func:`superconv.finder.candidates.candidate_lrs`):
             how many lie below and above it (``(1, 0)``: suggestion / spacing and the suggestion; ``(1, 1)`` adds
@@ -326,8 +325,7 @@ def verify(
     """
     lrs, steps, dev = _check(model, optimizer, result, train_loader, val_loader, candidates, spacing, span, run_steps,
                              probe_fraction, probe_steps, metric, on_tie, tie_sigmas, val_batches,
-                             accumulation_steps,
-                             device, autocast_dtype, criterion, loss_fn)  # fmt: skip
+                             accumulation_steps, device, autocast_dtype, criterion, loss_fn)  # fmt: skip
     config = ProbeConfig(
         steps=steps,
         schedule={"div_factor": float(result.div_factor), **(schedule or {})},
@@ -344,10 +342,7 @@ def verify(
                                   snapshot_device)  # fmt: skip
     resolved: Metric = metric if metric != "auto" else _resolved(outcomes)
     chosen, runner_up = choose(outcomes, resolved)
-    margin, noise, probes = _judge(outcomes, chosen, runner_up, resolved)
-    finished = [(o.val_accuracy, o.val_examples) for o in outcomes if not o.diverged and o.val_accuracy is not None]
-    if chance is not None and finished and all(conf.at_chance(acc, chance, n) for acc, n in finished):
-        probes = conf.learned_nothing(chance)
+    margin, noise, probes = _judge(outcomes, chosen, runner_up, resolved, chance)
     level = [i for i, o in enumerate(outcomes) if i != chosen and _tied(outcomes[chosen], o, resolved, tie_sigmas)]
     tie = bool(level)
     lr = tie_lr([outcomes[i].lr for i in [chosen, *level]], float(result.suggestion), on_tie)
@@ -384,9 +379,10 @@ def _resolved(outcomes: Sequence[ProbeOutcome]) -> Metric:
 
 
 def _judge(
-    outcomes: Sequence[ProbeOutcome], chosen: int, runner_up: int | None, metric: Metric
+    outcomes: Sequence[ProbeOutcome], chosen: int, runner_up: int | None, metric: Metric, chance: float | None
 ) -> tuple[float, float, conf.Confidence]:
-    """The chosen probe's margin over the runner-up, its standard error, and the probes' confidence."""
+    """The chosen probe's margin over the runner-up, its standard error, and the probes' confidence (low when
+    every probe is at ``chance``, the majority class's share: :func:`superconv.finder.confidence.at_chance`)."""
     margin = noise = math.nan
     if runner_up is not None:
         a, b = outcomes[chosen], outcomes[runner_up]
@@ -404,6 +400,9 @@ def _judge(
         noise=noise,
         unit=" pt" if metric == "accuracy" else " loss",
     )
+    finished = [(o.val_accuracy, o.val_examples) for o in outcomes if not o.diverged and o.val_accuracy is not None]
+    if chance is not None and finished and all(conf.at_chance(acc, chance, n) for acc, n in finished):
+        probes = conf.learned_nothing(chance)
     return margin, noise, probes
 
 
