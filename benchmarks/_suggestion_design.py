@@ -36,6 +36,7 @@ from _suggestion_runs import one_cycle, range_test, torch_lr_finder_steepest
 from _suggestion_workloads import WORKLOADS
 from superconv.finder import suggest
 from superconv.finder.candidates import lagged_steepest
+from superconv.finder.confidence import at_chance
 from superconv.finder.result import RangeTestResult
 from superconv.finder.verify import (
     DEFAULT_METRIC,
@@ -47,9 +48,12 @@ from superconv.finder.verify import (
 )
 
 #: This round of issue 18 (each development job records the round it was measured in).
-ROUND = 4
+ROUND = 5
 #: Probe lengths measured at every grid LR, as fractions of the run's updates.
 FRACTIONS = (0.05, 0.075, 0.15)
+#: Longer probes, measured only on the development jobs whose default probes learned nothing (every one at the
+#: majority class's share): do probes this long see what a run only learns late?
+ESCALATION = 0.3
 #: The verification budget: every variant's probes together take at most this share of the run's updates.
 MAX_COST = 0.15
 #: A variant: (name, candidate LRs from a job's estimates, probe fraction, metric, rule). The rule "best" keeps
@@ -152,7 +156,64 @@ def dev_job(name: str, seed: int) -> dict[str, Any]:
             "seconds": time.perf_counter() - t0, "round": ROUND}  # fmt: skip
 
 
+def top_up(name: str, seed: int, fraction: float) -> dict[str, Any]:
+    """Probes of ``fraction`` of the run at every fine-grid LR of a development job (those its grid trained), from
+    the job's initial weights and batch order: ``{"workload", "seed", "fraction", "probes", "seconds"}``."""
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    w = WORKLOADS[name]
+    data = w.data()
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    init = {k: v.clone() for k, v in w.model().state_dict().items()}
+    steps = max(10, round(fraction * w.run_steps(data[0])))
+    probes = {f"{lr:.4g}": one_cycle(w, init, data, seed, lr, steps) for lr in fine_grid(w.grid[0])}
+    return {"workload": name, "seed": seed, "fraction": fraction, "probes": probes, "seconds": time.perf_counter() - t0}
+
+
 # --------------------------------------------------------------------------------------------- reading
+
+
+@functools.cache
+def majority_share(name: str) -> float:
+    """The most frequent class's share (percent) of the workload's validation labels."""
+    labels = WORKLOADS[name].data()[1][1]
+    return 100.0 * int(torch.bincount(labels).max()) / len(labels)
+
+
+def learned_nothing(job: dict[str, Any], variant: Variant) -> bool:
+    """Whether a variant's probes (its candidates, its probe length) were all at chance on this job, as
+    ``superconv.finder.verify`` judges it (``confidence.at_chance``)."""
+    accs = [at(job, f"{variant[2]:g}/accuracy", lr) for lr in merged(variant[1](estimates(job)))]
+    return all(at_chance(a, majority_share(job["workload"]), val_size(job["workload"])) for a in accs)
+
+
+def variant_named(name: str) -> Variant:
+    return next(v for v in VARIANTS if v[0] == name)
+
+
+def escalated(variant: Variant) -> Variant:
+    """The variant that, when its probes learned nothing, probes the same candidates again for
+    :data:`ESCALATION` of the run each and chooses by those."""
+    name, candidates, fraction, metric, rule = variant
+    return (f"{name}; {ESCALATION:.0%} when they learned nothing", candidates, fraction, metric, rule)
+
+
+def pick_escalated(job: dict[str, Any], variant: Variant) -> float:
+    """:func:`pick` for :func:`escalated` variants (the longer probes must have been measured for the job)."""
+    if not learned_nothing(job, variant):
+        return pick(job, variant)
+    name, candidates, _, metric, rule = variant
+    return pick(job, (name, candidates, ESCALATION, metric, rule))
+
+
+def merged(lrs: list[float]) -> list[float]:
+    """Candidates increasing, those closer than 15% probed once (the lower kept), as ``default_candidates``."""
+    out: list[float] = []
+    for lr in sorted(lrs):
+        if not out or lr / out[-1] > 1.15:
+            out.append(lr)
+    return out
 
 
 def estimates(job: dict[str, Any]) -> dict[str, float]:
@@ -197,10 +258,7 @@ def val_size(name: str) -> int:
 def pick(job: dict[str, Any], variant: Variant) -> float:
     """The LR a verification variant picks on a job (candidates closer than 15% are probed once)."""
     _, candidates, fraction, metric, rule = variant
-    lrs: list[float] = []
-    for lr in sorted(candidates(estimates(job))):
-        if not lrs or lr / lrs[-1] > 1.15:
-            lrs.append(lr)
+    lrs = merged(candidates(estimates(job)))
     values = [at(job, f"{fraction:g}/{metric}", lr) for lr in lrs]
     losses = [at(job, f"{fraction:g}/loss", lr) for lr in lrs]
     # as superconv.finder.verify.choose: the best accuracy, ties broken by the lower loss (or the lowest loss)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,19 @@ def dev_methods_table(dev: list[dict[str, Any]], chosen: str) -> list[str]:
     return lines
 
 
+def escalation_table(dev: list[dict[str, Any]], chosen: str) -> list[str]:
+    """The development jobs whose probes learned nothing: the chosen variant's gap, and with longer probes."""
+    plain = design.variant_named(chosen)
+    flagged = [j for j in dev if design.learned_nothing(j, plain)]
+    lines = ["| workload | seed | gap with the probes of the chosen variant | gap with probes of "
+             f"{design.ESCALATION:.0%} after those learned nothing |", "|---|---|---|---|"]  # fmt: skip
+    for job in sorted(flagged, key=lambda j: (j["workload"], j["seed"])):
+        longer = design.pick_escalated(job, plain) if f"{design.ESCALATION:g}" in job["probes"] else math.nan
+        cell = "not measured" if math.isnan(longer) else f"{design.gap(job, longer):.2f}"
+        lines.append(f"| {job['workload']} | {job['seed']} | {design.gap(job, design.pick(job, plain)):.2f} | {cell} |")
+    return lines
+
+
 def horizon_table(dev: list[dict[str, Any]]) -> list[str]:
     fractions = [f"{f:g}" for f in design.FRACTIONS]
     lines = ["| workload | " + " | ".join(f"probes of {float(f):.1%}: shift (decades) / val points lost / rank corr."
@@ -178,6 +192,9 @@ def markdown(report: dict[str, Any], methods: tuple[str, ...], reference: str) -
         f"'{reference}' is not a method but the noise floor: even the full grid search, "
         "choosing by validation, misses the test-best grid LR by this much.",
     ]
+    if not held:
+        lines += ["", f"Round {design.ROUND} has no held-out run: superconv's defaults stay those of the last round "
+                  "that had one, and its report holds the held-out results."]  # fmt: skip
     if held:
         lines += ["", "## Held-out workloads: gap in TEST accuracy (points), mean / max over seeds", "",
                   *held_out_table(held, methods, reference), "", "## Confidence against the gap it should predict "
@@ -189,7 +206,14 @@ def markdown(report: dict[str, Any], methods: tuple[str, ...], reference: str) -
             f"probed once. The best 20 of {len(design.VARIANTS)} variants.", "",
             *variants_table(dev, report["variant_scores"], chosen), "",
             "## Development: single estimators (no verification) and references (VALIDATION gap)", "",
-            *dev_methods_table(dev, chosen), "", "## Development: short-horizon bias of the probes", "",
+            *dev_methods_table(dev, chosen), "",
+            "## Development: longer probes where the probes learned nothing (VALIDATION gap)", "",
+            "Jobs where every probe of the chosen variant was at the majority class's share (what `verify` flags); "
+            f"objective over all development jobs without / with the longer probes: "
+            f"{report.get('escalation', {}).get('plain', math.nan):.2f} / "
+            f"{report.get('escalation', {}).get('escalated', math.nan):.2f}.", "",
+            *escalation_table(dev, chosen), "",
+            "## Development: short-horizon bias of the probes", "",
             "Probes at every grid LR against the full runs: decades from the full runs' best LR to the probes' "
             "best (+ = the probes prefer a higher LR), validation points lost by training the full run at the "
             "probes' best, and the rank correlation of probe and full-run validation accuracy over the LRs whose "

@@ -112,6 +112,22 @@ def run_jobs(names: list[str], fn: Callable[[str, int], dict[str, Any]], workers
             write_json(OUT.with_suffix(".json"), report)
 
 
+def run_top_ups(report: dict[str, Any], variant: design.Variant, workers: int) -> None:
+    """Probes of ``design.ESCALATION`` of the run for the development jobs whose ``variant`` probes learned nothing."""
+    key_ = f"{design.ESCALATION:g}"
+    jobs = {(j["workload"], j["seed"]): j for j in report["dev"]}
+    todo = [k for k, j in jobs.items() if key_ not in j["probes"] and design.learned_nothing(j, variant)]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for extra in pool.imap_unordered(_top_up, todo):
+            jobs[(extra["workload"], extra["seed"])]["probes"][key_] = extra["probes"]
+            print(f"{extra['workload']} seed {extra['seed']}: probes of {key_} [{extra['seconds']:.0f}s]", flush=True)
+            write_json(OUT.with_suffix(".json"), report)
+
+
+def _top_up(job: tuple[str, int]) -> dict[str, Any]:
+    return design.top_up(*job, design.ESCALATION)
+
+
 def _star(args: tuple[Any, ...]) -> dict[str, Any]:
     fn, name, seed = args
     return fn(name, seed)
@@ -156,6 +172,14 @@ def main() -> None:
         dev = [n for n, w in WORKLOADS.items() if w.role == "dev"]
         run_jobs(dev, design.dev_job, args.workers, report, "dev", _dev_line)
         chosen, scores = design.choose_variant(report["dev"])
+        run_top_ups(report, design.variant_named(chosen), args.workers)
+        plain, longer = design.variant_named(chosen), design.escalated(design.variant_named(chosen))
+        report["escalation"] = {
+            "plain": design.objective(design.by_workload(report["dev"], design.picker(plain))),
+            "escalated": design.objective(design.by_workload(report["dev"], lambda j: design.pick_escalated(j, plain))),
+            "jobs": sum(design.learned_nothing(j, plain) for j in report["dev"]),
+            "name": longer[0],
+        }
         measured = [j for j in report["dev"] if j.get("round") == design.ROUND]
         report |= {"chosen_variant": chosen, "variant_scores": scores,
                    "dev_seconds": sum(j["seconds"] for j in measured) / args.workers}  # fmt: skip
@@ -166,6 +190,8 @@ def main() -> None:
                 f"{design.LIBRARY_DEFAULT!r}: update superconv.finder.verify before the held-out phase"
             )
     if args.phase == "held-out":
+        if not any(w.role == "held-out" for w in WORKLOADS.values()):
+            raise SystemExit("no held-out workloads: a new round needs new ones, written before any is run")
         if report.get("chosen_variant") != design.LIBRARY_DEFAULT:
             raise SystemExit("run --phase dev first: the held-out phase runs the variant chosen there")
         report["load_start_held_out"] = load

@@ -308,12 +308,40 @@ def test_probes_that_learned_nothing_say_so_and_what_to_do() -> None:
     assert all(c.val_accuracy <= share + 8 for c in check.candidates if c.val_accuracy is not None)
     assert check.confidence.level == "low"
     assert "the probes learned nothing yet" in check.confidence.reason and f"({share:.3g}%)" in check.confidence.reason
-    assert "probe_fraction=0.3" in check.confidence.advice and "train a few LRs in full" in check.confidence.advice
+    assert "train a few LRs in full" in check.confidence.advice and "escalate=0.3" in check.confidence.advice
     # a task the probes do learn is not flagged
     data, learnable = classification()
     fine = verify(learnable, torch.optim.SGD(learnable.parameters(), lr=0.1, momentum=0.9), fake_result(0.3), data,
                   data[:4], criterion=nn.CrossEntropyLoss(), probe_steps=30)  # fmt: skip
     assert "learned nothing" not in fine.confidence.reason
+
+
+def test_probes_that_learned_nothing_are_run_again_longer_when_asked() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(384, 6, generator=gen)
+    y = torch.tensor([0] * 192 + [1] * 96 + [2] * 96)[torch.randperm(384, generator=gen)]  # unrelated to x
+    train, val = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 192, 32)], [(x[192:], y[192:])]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    before = state_of(model, optimizer)
+    check = verify(model, optimizer, fake_result(0.1), train, val, criterion=nn.CrossEntropyLoss(), run_steps=200,
+                   escalate=0.3)  # fmt: skip
+    assert_same_state(before, model, optimizer)
+    assert [c.updates for c in check.earlier] == [15] * len(check.candidates)  # 7.5% of 200, at chance
+    assert check.probe_steps == 60 and all(c.updates == 60 for c in check.candidates)  # then 30% of 200
+    assert check.cost_fraction == pytest.approx(len(check.candidates) * 75 / 200)
+    assert "probes of 15 updates learned nothing, then" in check.summary()
+    assert len(check.to_dict()["earlier"]) == len(check.candidates)
+    # the default does not escalate, and probes that learn are never run again
+    assert (
+        verify(model, optimizer, fake_result(0.1), train, val, criterion=nn.CrossEntropyLoss(), run_steps=200).earlier
+        == ()
+    )
+    data, learnable = classification()
+    fine = verify(learnable, torch.optim.SGD(learnable.parameters(), lr=0.1, momentum=0.9), fake_result(0.3), data,
+                  data[:4], criterion=nn.CrossEntropyLoss(), run_steps=400, escalate=0.3)  # fmt: skip
+    assert fine.earlier == () and fine.probe_steps == 30
 
 
 def test_paired_noise_is_the_standard_error_of_the_batch_differences() -> None:
@@ -398,6 +426,7 @@ def _call(**overrides: object) -> None:
         ({"tie_sigmas": math.inf}, "Expected tie_sigmas to be a number >= 0"),
         ({"tie_sigmas": "1"}, "Expected tie_sigmas to be a number >= 0"),
         ({"on_tie": "median"}, "Unknown on_tie 'median': expected one of suggestion, between, best"),
+        ({"escalate": 1.5}, r"Expected escalate in \(0, 1\)"),
         ({"accumulation_steps": 0}, "Expected accumulation_steps to be a positive integer, but got 0"),
         ({"autocast_dtype": torch.float32}, "Expected autocast_dtype torch.bfloat16, torch.float16 or None"),
         ({"probe_steps": 5}, "Expected probe_steps to be an integer >= 10, but got 5"),

@@ -221,8 +221,9 @@ def learned_nothing(chance: float) -> Confidence:
         0.1,
         f"every probe's validation accuracy is at the majority class's share ({chance:.3g}%): the probes learned "
         "nothing yet, so none can choose",
-        "this task learns only later in a run: verify with longer probes (probe_fraction=0.3), or train a few LRs "
-        "in full and keep the best by validation (a grid half a decade apart)",
+        "this task learns only later in a run, which short probes cannot see: train a few LRs in full (half a decade "
+        "apart) and keep the best by validation; longer probes (escalate=0.3) helped on some such tasks, hurt on "
+        "others",
     )
 
 

@@ -37,6 +37,8 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import math
 import statistics
 import time
@@ -75,6 +77,10 @@ DEFAULT_TIE_SIGMAS = 1.0
 #: "between" (their geometric mean) or "best" (the best probe, ties ignored). Ties exist for accuracy only, and the
 #: default metric is the loss: on the benchmark's development workloads no tie rule won (round 4 of issue 18).
 DEFAULT_ON_TIE: OnTie = "best"
+#: When every probe learned nothing (each at the majority class's share), probe the same candidates once more, each
+#: for this share of the run (``None``: never). Off: on the benchmark's development workloads (round 5) probes of 30%
+#: after such probes fixed some late-learning tasks and broke others, and the objective got worse (5.26 -> 6.01).
+DEFAULT_ESCALATION: float | None = None
 #: What the probes are compared by (chosen on the development workloads, round 4): the validation loss.
 DEFAULT_METRIC: Literal["auto", "loss", "accuracy"] = "loss"
 ON_TIE = ("suggestion", "between", "best")
@@ -95,6 +101,8 @@ class Verification:
         tie: Whether the probes could not tell the best from another one (accuracy ahead by no more than
             ``tie_sigmas`` standard errors, :func:`tied`); ``lr`` is then what ``on_tie`` says (:func:`tie_lr`).
         on_tie: The tie rule that was asked for.
+        earlier: The first, shorter probes when they learned nothing and ``candidates`` are the longer ones that
+            followed (``escalate``); empty otherwise.
         margin: How far the chosen candidate is ahead of the runner-up (accuracy points, or loss); NaN if none.
         noise: The standard error of that margin over the validation batches (NaN with one batch).
         probe_steps: Optimizer updates per probe.
@@ -112,6 +120,7 @@ class Verification:
     runner_up: int | None
     tie: bool
     on_tie: str
+    earlier: tuple[ProbeOutcome, ...]
     margin: float
     noise: float
     probe_steps: int
@@ -121,10 +130,11 @@ class Verification:
 
     @property
     def cost_fraction(self) -> float:
-        """The probes' updates as a fraction of the run's (NaN when ``run_steps`` was not given)."""
+        """The probes' updates (the earlier, shorter ones included) as a fraction of the run's (NaN when
+        ``run_steps`` was not given)."""
         if not self.run_steps:
             return math.nan
-        return sum(c.updates for c in self.candidates) / self.run_steps
+        return sum(c.updates for c in (*self.earlier, *self.candidates)) / self.run_steps
 
     def one_cycle_kwargs(self) -> dict[str, float]:
         """``{"max_lr": lr, "div_factor": div_factor}`` for :class:`superconv.OneCycleLR`."""
@@ -149,6 +159,8 @@ class Verification:
         """One line for humans: the choice, its margin, the probes' cost and the confidence."""
         cost = f", {self.cost_fraction:.0%} of the run" if math.isfinite(self.cost_fraction) else ""
         probes = f"{len(self.candidates)} probes of {self.probe_steps} updates, {self.seconds:.1f} s{cost}"
+        if self.earlier:
+            probes = f"{len(self.earlier)} probes of {self.earlier[0].updates} updates learned nothing, then {probes}"
         return f"verified max_lr={self.margin_text()} ({probes}); {self.confidence.summary()}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +175,7 @@ class Verification:
             "runner_up": self.runner_up,
             "tie": self.tie,
             "on_tie": self.on_tie,
+            "earlier": [c.to_dict() for c in self.earlier],
             "margin": self.margin,
             "noise": self.noise,
             "probe_steps": self.probe_steps,
@@ -272,6 +285,7 @@ def verify(
     metric: Literal["auto", "loss", "accuracy"] = DEFAULT_METRIC,
     on_tie: OnTie = DEFAULT_ON_TIE,
     tie_sigmas: float = DEFAULT_TIE_SIGMAS,
+    escalate: float | None = DEFAULT_ESCALATION,
     val_batches: int = DEFAULT_VAL_BATCHES,
     schedule: Mapping[str, Any] | None = None,
     accumulation_steps: int = 1,
@@ -308,6 +322,8 @@ def verify(
             suggestion, "between" at their geometric mean, "best" at the best probe's (:func:`tie_lr`). Choosing
             by loss always takes the best probe's.
         tie_sigmas: How many standard errors a lead must exceed to count (0: never a tie).
+        escalate: When every probe learned nothing (each at the majority class's share: a task a run only learns
+            later), probe the same candidates once more, each for this share of the run (``None``: never).
         val_batches: Validation batches each probe is measured on (at least 2 give a noise estimate).
         schedule: Extra :class:`superconv.OneCycleLR` keyword arguments for the probes (the run's shape, e.g.
             ``{"pct_start": 0.25}``); ``div_factor`` defaults to ``result.div_factor``.
@@ -324,7 +340,7 @@ def verify(
         ConfigError: For a bad argument; the message says what was expected.
     """
     lrs, steps, dev = _check(model, optimizer, result, train_loader, val_loader, candidates, spacing, span, run_steps,
-                             probe_fraction, probe_steps, metric, on_tie, tie_sigmas, val_batches,
+                             probe_fraction, probe_steps, metric, on_tie, tie_sigmas, escalate, val_batches,
                              accumulation_steps, device, autocast_dtype, criterion, loss_fn)  # fmt: skip
     config = ProbeConfig(
         steps=steps,
@@ -338,8 +354,13 @@ def verify(
         grad_scaler=grad_scaler,
     )
     t0 = time.perf_counter()
-    outcomes, chance = _probe_all(model, optimizer, lrs, train_loader, val_loader, val_batches, config, dev,
-                                  snapshot_device)  # fmt: skip
+    probe = functools.partial(_probe_all, model, optimizer, lrs, train_loader, val_loader, val_batches, device=dev,
+                              snapshot_device=snapshot_device)  # fmt: skip
+    outcomes, chance = probe(config)
+    earlier: tuple[ProbeOutcome, ...] = ()
+    if escalate is not None and _learned_nothing(outcomes, chance):  # once more, longer: see ``escalate``
+        earlier, config = tuple(outcomes), _longer(config, escalate, run_steps, probe_fraction)
+        outcomes, chance = probe(config)
     resolved: Metric = metric if metric != "auto" else _resolved(outcomes)
     chosen, runner_up = choose(outcomes, resolved)
     margin, noise, probes = _judge(outcomes, chosen, runner_up, resolved, chance)
@@ -356,13 +377,21 @@ def verify(
         runner_up=runner_up,
         tie=tie,
         on_tie=on_tie,
+        earlier=earlier,
         margin=margin,
         noise=noise,
-        probe_steps=steps,
+        probe_steps=config.steps,
         run_steps=run_steps,
         seconds=time.perf_counter() - t0,
         confidence=conf.combine(curve_confidence(result), probes),
     )
+
+
+def _longer(config: ProbeConfig, escalate: float, run_steps: int | None, probe_fraction: float) -> ProbeConfig:
+    """The probe settings with ``escalate`` of the run per probe (of ``run_steps``, or scaled from the first
+    probes' length when it was given as ``probe_steps``); always longer than the first probes."""
+    steps = round(escalate * run_steps) if run_steps is not None else round(config.steps * escalate / probe_fraction)
+    return dataclasses.replace(config, steps=max(config.steps + 1, steps))
 
 
 def _tied(best: ProbeOutcome, other: ProbeOutcome, metric: Metric, sigmas: float) -> bool:
@@ -400,10 +429,15 @@ def _judge(
         noise=noise,
         unit=" pt" if metric == "accuracy" else " loss",
     )
-    finished = [(o.val_accuracy, o.val_examples) for o in outcomes if not o.diverged and o.val_accuracy is not None]
-    if chance is not None and finished and all(conf.at_chance(acc, chance, n) for acc, n in finished):
+    if chance is not None and _learned_nothing(outcomes, chance):
         probes = conf.learned_nothing(chance)
     return margin, noise, probes
+
+
+def _learned_nothing(outcomes: Sequence[ProbeOutcome], chance: float | None) -> bool:
+    """Whether every probe that finished is at ``chance`` (:func:`superconv.finder.confidence.at_chance`)."""
+    finished = [(o.val_accuracy, o.val_examples) for o in outcomes if not o.diverged and o.val_accuracy is not None]
+    return chance is not None and bool(finished) and all(conf.at_chance(a, chance, n) for a, n in finished)
 
 
 def curve_confidence(result: RangeTestResult) -> conf.Confidence:
@@ -530,6 +564,7 @@ def _check(
     metric: str,
     on_tie: Any,
     tie_sigmas: Any,
+    escalate: Any,
     val_batches: int,
     accumulation_steps: int,
     device: Any,
@@ -560,6 +595,8 @@ def _check(
         raise ConfigError(
             f"Expected tie_sigmas to be a number >= 0 (standard errors; 0: never a tie), but got {tie_sigmas!r}"
         )
+    if escalate is not None:
+        checks.fraction("escalate", escalate, low_open=True, hint="the longer probes' share of run_steps")
     checks.positive_int("val_batches", val_batches)
     checks.positive_int("accumulation_steps", accumulation_steps)
     if autocast_dtype is not None and autocast_dtype not in (torch.bfloat16, torch.float16):
