@@ -95,7 +95,7 @@ VARIANTS: tuple[Variant, ...] = tuple(
     if metric == "accuracy" or rule == "best"
 )  # fmt: skip
 #: The variant superconv's defaults implement (``superconv.finder.verify``: the candidate set of
-#: ``candidates.default_candidates``, the probe length and the "between" rule); the dev phase must choose it.
+#: ``candidates.default_candidates``, the probe length, the metric and the tie rule); the dev phase must choose it.
 LIBRARY_DEFAULT = f"s/2, tlrf; {DEFAULT_PROBE_FRACTION:.1%} each; by {DEFAULT_METRIC}" + (
     f"; {DEFAULT_ON_TIE} {DEFAULT_TIE_SIGMAS:g}" if DEFAULT_ON_TIE != "best" else ""
 )
