@@ -342,17 +342,11 @@ def verify(
     lrs, steps, dev = _check(model, optimizer, result, train_loader, val_loader, candidates, spacing, span, run_steps,
                              probe_fraction, probe_steps, metric, on_tie, tie_sigmas, escalate, val_batches,
                              accumulation_steps, device, autocast_dtype, criterion, loss_fn)  # fmt: skip
-    config = ProbeConfig(
-        steps=steps,
-        schedule={"div_factor": float(result.div_factor), **(schedule or {})},
-        criterion=criterion,
-        loss_fn=loss_fn,
-        accuracy=metric == "accuracy",
-        accuracy_if_defined=metric != "accuracy",  # also by loss: it shows whether the probes learned anything
-        accumulation_steps=accumulation_steps,
-        autocast_dtype=autocast_dtype,
-        grad_scaler=grad_scaler,
-    )
+    config = ProbeConfig(steps=steps, schedule={"div_factor": float(result.div_factor), **(schedule or {})},
+                         criterion=criterion, loss_fn=loss_fn, accuracy=metric == "accuracy",
+                         accuracy_if_defined=metric != "accuracy",  # also by loss: did the probes learn anything?
+                         accumulation_steps=accumulation_steps, autocast_dtype=autocast_dtype,
+                         grad_scaler=grad_scaler)  # fmt: skip
     t0 = time.perf_counter()
     probe = functools.partial(_probe_all, model, optimizer, lrs, train_loader, val_loader, val_batches, device=dev,
                               snapshot_device=snapshot_device)  # fmt: skip
@@ -361,11 +355,26 @@ def verify(
     if escalate is not None and _learned_nothing(outcomes, chance):  # once more, longer: see ``escalate``
         earlier, config = tuple(outcomes), _longer(config, escalate, run_steps, probe_fraction)
         outcomes, chance = probe(config)
-    resolved: Metric = metric if metric != "auto" else _resolved(outcomes)
+    return _verdict(outcomes, chance, earlier, config, result, metric, on_tie, tie_sigmas, run_steps, t0)
+
+
+def _verdict(
+    outcomes: Sequence[ProbeOutcome],
+    chance: float | None,
+    earlier: tuple[ProbeOutcome, ...],
+    config: ProbeConfig,
+    result: RangeTestResult,
+    metric: str,
+    on_tie: OnTie,
+    tie_sigmas: float,
+    run_steps: int | None,
+    t0: float,
+) -> Verification:
+    """The choice among the probes' outcomes, its margin, the tie rule and the confidence (:func:`verify`)."""
+    resolved: Metric = "accuracy" if metric == "accuracy" else "loss" if metric == "loss" else _resolved(outcomes)
     chosen, runner_up = choose(outcomes, resolved)
     margin, noise, probes = _judge(outcomes, chosen, runner_up, resolved, chance)
     level = [i for i, o in enumerate(outcomes) if i != chosen and _tied(outcomes[chosen], o, resolved, tie_sigmas)]
-    tie = bool(level)
     lr = tie_lr([outcomes[i].lr for i in [chosen, *level]], float(result.suggestion), on_tie)
     return Verification(
         lr=lr,
@@ -375,7 +384,7 @@ def verify(
         candidates=tuple(outcomes),
         chosen=chosen,
         runner_up=runner_up,
-        tie=tie,
+        tie=bool(level),
         on_tie=on_tie,
         earlier=earlier,
         margin=margin,
