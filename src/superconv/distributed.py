@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -134,7 +135,12 @@ def session(device_type: str | None = None) -> Iterator[bool]:
             barrier()  # no process takes the group down while another still finishes its last collective
     finally:
         if started and dist.is_initialized():
+            # Objects that still hold the group (DDP wrappers and their reducers sit in reference cycles) are freed
+            # now, while it is intact, so the group's C++ side is torn down here and not by the interpreter's
+            # shutdown, where gloo's threads could abort the process (std::terminate) after a finished run.
+            gc.collect()
             dist.destroy_process_group()
+            gc.collect()
 
 
 def _device() -> torch.device:

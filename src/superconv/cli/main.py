@@ -123,6 +123,13 @@ def _run(argv: list[str] | None, started: float) -> None:
     except Exception as exc:  # a bug, not bad input: one line, and the traceback on request
         if distributed.lost_peer(exc):
             click.echo(f"superconv: error: {lost_peer_message(exc)}", err=True)
+            if argv is None:
+                # A process group whose peer died is left in an undefined state (torch.distributed's docs): its
+                # threads can abort the interpreter's shutdown (std::terminate, status -6) after the work was
+                # saved. This process ends here, so end it without the finalizers.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)
             sys.exit(1)
         if os.environ.get("SUPERCONV_DEBUG"):
             raise
