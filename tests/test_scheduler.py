@@ -351,17 +351,34 @@ def test_speed_up_plays_the_rest_of_the_cycle_in_its_own_shape() -> None:
     reference = OneCycleLR(_sgd(), max_lr=1.0, total_steps=100, three_phase=True)
     planned = _lrs(reference, 100)
     fast = OneCycleLR(_sgd(), max_lr=1.0, total_steps=100, three_phase=True)
-    before = _lrs(fast, 10)  # still in the warm-up
-    assert fast.speed_up(45) == 55
-    after = _lrs(fast, 45)
-    assert before == planned[:10]
+    before = _lrs(fast, 9)  # still in the warm-up
+    assert fast.speed_up(46) == 55
+    after = _lrs(fast, 46)
+    assert before == planned[:9]
     # the rest of the planned curve at twice the speed: the peak still comes, the tail still ends the cycle
     for i, lr in enumerate(after):
-        assert lr == pytest.approx(OneCycleSchedule(max_lr=1.0, total_steps=100, three_phase=True).lr(10 + 2 * i))
+        assert lr == pytest.approx(OneCycleSchedule(max_lr=1.0, total_steps=100, three_phase=True).lr(9 + 2 * i))
     assert max(after) == pytest.approx(1.0, rel=1e-2)
+    assert after[-1] == pytest.approx(planned[-1])  # the last update trains at the final LR, as the planned one does
     assert fast.get_last_lr()[0] == pytest.approx(planned[-1])
     # a later speed-up only brings the end closer, and continues from where the curve is
     assert fast.speed_up(100) == 55
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 30])
+@pytest.mark.parametrize("how", ["speed_up", "finish_early"])
+def test_a_shortened_cycle_trains_its_last_update_at_the_final_lr(how: str, steps: int) -> None:
+    # As in the planned cycle (torch's convention), the last update of a sped-up or early-finished cycle uses the
+    # annihilation LR itself, however few updates are left; the one before it is still above it.
+    s = OneCycleLR(_sgd(), max_lr=1.0, total_steps=100, preset="smith")
+    _lrs(s, 40)
+    end = getattr(s, how)(steps)
+    assert end == 40 + steps
+    after = _lrs(s, steps)
+    assert after[-1] == pytest.approx(s.schedules[0].final_lr)
+    if steps > 1:
+        assert after[-2] > 10 * s.schedules[0].final_lr
+    assert after[0] == pytest.approx(s.schedules[0].lr(40)) or steps == 1
 
 
 def test_a_sped_up_schedule_resumes_bit_identically() -> None:

@@ -83,7 +83,7 @@ class EarlyFinish:
     Example:
         >>> s = OneCycleSchedule(max_lr=1.0, total_steps=100)
         >>> f = EarlyFinish(at_step=40, steps=10)
-        >>> f.lr(s, 40) == s.lr(40), f.lr(s, 50) == s.final_lr, f.lr(s, 70) == s.final_lr
+        >>> f.lr(s, 40) == s.lr(40), f.lr(s, 49) == s.final_lr, f.lr(s, 70) == s.final_lr
         (True, True, True)
     """
 
@@ -93,7 +93,11 @@ class EarlyFinish:
     start_momentum: float | None = None
 
     def pct(self, step: int | float) -> float:
-        return min(1.0, max(0.0, (step - self.at_step) / self.steps))
+        # The last of the ``steps`` updates (``at_step + steps - 1``) trains at the final LR, as the last update of
+        # the planned cycle does (torch's convention).
+        if self.steps <= 1:  # one update left: it is the last, at the final LR
+            return 1.0 if step >= self.at_step else 0.0
+        return min(1.0, max(0.0, (step - self.at_step) / (self.steps - 1)))
 
     def lr(self, schedule: OneCycleSchedule, step: int | float) -> float:
         start = schedule.lr(self.at_step) if self.start_lr is None else self.start_lr
@@ -142,7 +146,8 @@ def sped_up_position(speedups: Sequence[float], step: int | float) -> int | floa
     """Where in the schedule update ``step`` is, after the speed-ups ``[at_1, position_1, rate_1, ...]``.
 
     From update ``at_k`` on, the schedule is played ``rate_k`` times as fast from ``position_k`` (the position
-    reached at ``at_k``): the rest of the cycle, warm-up, anneal and tail, keeps its shape in fewer updates.
+    reached at ``at_k``): the rest of the cycle, warm-up, anneal and tail, keeps its shape in fewer updates, and
+    its last update lands on the planned last one (``total_steps - 1``, the final LR).
 
     Example:
         >>> sped_up_position([], 7), sped_up_position([10, 10, 2.0], 7), sped_up_position([10, 10, 2.0], 15)
@@ -166,8 +171,8 @@ class CycleChanges:
 
     Example:
         >>> c = CycleChanges(100)
-        >>> c.speed_up(10, 45), c.position(20), c.finish_early(30, 10), c.end()
-        (55, 30.0, 40, 40)
+        >>> c.speed_up(9, 46), c.position(19), c.position(54), c.finish_early(30, 10), c.end()
+        (55, 29.0, 99.0, 40, 40)
     """
 
     total_steps: int
@@ -185,7 +190,7 @@ class CycleChanges:
         if not self.speedups:
             return self.total_steps
         at, position, rate = self.speedups[-3:]
-        return round(at + (self.total_steps - position) / rate)
+        return round(at + (self.total_steps - 1 - position) / rate) + 1
 
     def finish_early(self, at: int, steps: int) -> int:
         if at + steps < self.end():
@@ -196,8 +201,12 @@ class CycleChanges:
         if self.finishes:
             return self.finish_early(at, steps)  # the finish itself is compressed
         if at + steps < self.end():
-            position = self.position(at)
-            self.speedups += [at, position, (self.total_steps - position) / steps]
+            last = self.total_steps - 1  # the planned cycle's last update: updates at .. at + steps - 1 reach it
+            if steps == 1:
+                self.speedups += [at, last, 1.0]
+            else:
+                position = self.position(at)
+                self.speedups += [at, position, (last - position) / (steps - 1)]
         return self.end()
 
     def finish(self, schedule: OneCycleSchedule, step: int) -> EarlyFinish | None:

@@ -108,12 +108,16 @@ class OneCycleLR(LRScheduler):
             skipped leave the schedule where it is, so ``step()`` may be called after every batch.
 
     Example:
-        >>> model = torch.nn.Linear(4, 2)
+        >>> import torch
+        >>> model, loss_fn = torch.nn.Linear(4, 2), torch.nn.CrossEntropyLoss()
+        >>> train_loader = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(5)]
         >>> opt = torch.optim.AdamW(model.parameters())
         >>> sched = OneCycleLR(opt, max_lr=1e-2, epochs=10, steps_per_epoch=len(train_loader))
         >>> for epoch in range(10):
         ...     for x, y in train_loader:
         ...         loss_fn(model(x), y).backward(); opt.step(); opt.zero_grad(); sched.step()
+        >>> sched.last_epoch, f"{sched.get_last_lr()[0]:.1e}"  # max_lr / 25 / 1e4 after the 50 updates
+        (50, '4.0e-08')
 
     Smith's own parametrization (``base_lr``, ``max_lr``, ``fraction_up``, ``fraction_down``,
     ``final_lr``) is one call: :meth:`from_bounds`.
@@ -216,8 +220,13 @@ class OneCycleLR(LRScheduler):
         (``1 - fraction_up - fraction_down``).
 
         Example:
+            >>> import torch
+            >>> opt = torch.optim.SGD(torch.nn.Linear(4, 2).parameters(), lr=0.1, momentum=0.9)
             >>> sched = OneCycleLR.from_bounds(opt, base_lr=0.01, max_lr=0.1, total_steps=100,
             ...                                fraction_up=0.4, fraction_down=0.4)
+            >>> lrs = [sched.schedule.lr(step) for step in range(100)]
+            >>> round(lrs[0], 6), round(max(lrs), 2), round(lrs[-1], 6)  # base, peak, the tail's end (base / 100)
+            (0.01, 0.1, 0.0001)
         """
         shape = bounds_kwargs(
             base_lr=base_lr,
@@ -331,6 +340,12 @@ class OneCycleLR(LRScheduler):
         changes = self.changes
         end = how(changes, self.last_epoch, steps)
         self.early_finish, self.speedups = changes.finishes or None, changes.speedups
+        # The next update's LR was set by the last step(): set it again from the changed cycle. Unchanged for two
+        # updates or more (the changed curve starts where the cycle is); with one update left, that update is the
+        # cycle's last and trains at the final LR.
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         return end
 
     # --- state --------------------------------------------------------------------------------------

@@ -43,9 +43,13 @@ class UpdateCounter:
     that flag (one host sync, on mixed-precision fp16 steps only).
 
     Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(4, 2)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         >>> counter = UpdateCounter(optimizer)
-        >>> scaler.step(optimizer); scaler.update()
-        >>> counter.count  # unchanged if the scaler skipped the step
+        >>> model(torch.randn(3, 4)).sum().backward(); optimizer.step()
+        >>> counter.count  # after scaler.step(optimizer), unchanged if the scaler skipped the step
+        1
     """
 
     def __init__(self, optimizer: Optimizer, start: int = 0) -> None:
