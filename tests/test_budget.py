@@ -148,6 +148,55 @@ def test_the_fastest_format_is_measured_and_cached(tmp_path, monkeypatch: pytest
     assert not opt.state and torch.equal(torch.get_rng_state(), rng_before)
 
 
+class _SlowInBf16(torch.nn.Module):
+    """A classifier that is 20 ms slower per forward under CPU autocast, as bf16 is where it is emulated."""
+
+    forwards = 0  # counted on the class: the timing trains deep copies
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).forwards += 1
+        if torch.is_autocast_enabled("cpu"):
+            time.sleep(0.02)
+        return self.net(x)
+
+
+def test_a_far_slower_format_is_dropped_after_its_warm_up(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = load_data("digits", batch_size=32, seed=0)
+    model = _SlowInBf16()
+    calls = []
+    real = speed.time_updates
+
+    def counted(probe_model, *args, **kwargs):  # the copies the timing trains are deep copies: count their calls
+        result = real(probe_model, *args, **kwargs)
+        calls.append((args[3], kwargs.get("give_up_after")))
+        return result
+
+    monkeypatch.setattr(speed, "time_updates", counted)
+    fmt, _ = speed.fastest_cpu_format(model, torch.optim.SGD(model.parameters(), lr=0.1), d.train, cache_dir=tmp_path)
+    assert fmt.autocast_dtype is None
+    bf16_timings = [limit for dtype, limit in calls if dtype is torch.bfloat16]
+    assert len(bf16_timings) == 2 and all(limit is not None for limit in bf16_timings)  # one each, not three
+    assert sum(1 for dtype, _ in calls if dtype is None) >= 2 + 2  # the fp32 formats: timed again in later rounds
+    entry = next(iter(json.loads((tmp_path / "speed.json").read_text()).values()))
+    assert entry["seconds_per_update"]["bf16"] > 0.02 > entry["seconds_per_update"]["fp32"]
+
+
+def test_a_slow_warm_up_gives_up_early_with_its_time() -> None:
+    d = load_data("digits", batch_size=32, seed=0)
+    model = _SlowInBf16()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    _SlowInBf16.forwards = 0
+    seconds = speed.time_updates(model, opt, d.train, torch.device("cpu"), torch.bfloat16, False, 4, give_up_after=0.01)
+    assert seconds > 0.02 and _SlowInBf16.forwards == speed.WARMUP_UPDATES  # gave up after the warm-up
+    _SlowInBf16.forwards = 0
+    full = speed.time_updates(model, opt, d.train, torch.device("cpu"), None, False, 4, give_up_after=1.0)
+    assert 0 < full < 1.0 and _SlowInBf16.forwards == speed.WARMUP_UPDATES + 4  # fast enough: timed in full
+
+
 def test_fit_records_the_measured_format(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SUPERCONV_CPU_FORMAT", raising=False)
     d = load_data("digits", batch_size=32, seed=0)

@@ -36,6 +36,7 @@ CPU_CANDIDATES: tuple[tuple[torch.dtype | None, bool], ...] = (
 )
 WARMUP_UPDATES = 2  # not timed: first-call allocations, kernel selection
 MARGIN = 0.1  # another format replaces fp32 (or the first candidate) only when this much faster
+PRUNE = 2.0  # a format this many times slower than the fastest timed so far is not timed further: it cannot win
 TIMED_UPDATES = 4
 
 
@@ -77,11 +78,14 @@ def time_updates(
     autocast_dtype: torch.dtype | None,
     channels_last: bool,
     updates: int = TIMED_UPDATES,
+    give_up_after: float | None = None,
 ) -> float:
     """Median seconds of one training update (data, forward, backward, optimizer step) in the given format.
 
     The loss is the mean of the outputs: the user's criterion (which may count its calls) is not called, and its
-    cost is negligible next to the model's.
+    cost is negligible next to the model's. With ``give_up_after``, a format whose last warm-up update already
+    takes longer than that many seconds is not timed further, and that update's time is returned (bf16 emulated
+    on a CPU without native bf16 is ten times slower: timing it in full would cost a minute for nothing).
     """
     saved_rng = rng.capture()
     probe = copy.deepcopy(model).train()
@@ -108,8 +112,11 @@ def time_updates(
                 opt.zero_grad(set_to_none=True)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
+                elapsed = time.perf_counter() - t0
                 if i >= WARMUP_UPDATES:
-                    times.append(time.perf_counter() - t0)
+                    times.append(elapsed)
+                elif i == WARMUP_UPDATES - 1 and give_up_after is not None and elapsed > give_up_after:
+                    return elapsed
     finally:
         rng.restore(saved_rng)
     return sorted(times)[len(times) // 2]
@@ -158,8 +165,10 @@ def fastest_cpu_format(
 
     The candidates are timed in ``rounds`` interleaved rounds (so a burst of load elsewhere hits all of them) and
     compared by their median. The first candidate (fp32) is the reference: another one is chosen only when it is
-    at least :data:`MARGIN` faster, so noise never trades fp32's accuracy for nothing. The cached choice is timed
-    again (one format), so the returned speed is always this run's.
+    at least :data:`MARGIN` faster, so noise never trades fp32's accuracy for nothing. A candidate more than
+    :data:`PRUNE` times slower than the fastest timed so far is dropped at once (it cannot win by the margin), so
+    a slow format costs about two updates instead of a dozen. The cached choice is timed again (one format), so
+    the returned speed is always this run's.
     """
     device = torch.device("cpu")
     key = _cache_key(model, loader, candidates)
@@ -172,8 +181,12 @@ def fastest_cpu_format(
     samples: dict[int, list[float]] = {i: [] for i in range(len(candidates))}
     for _ in range(rounds):
         for i, (dtype, layout) in enumerate(candidates):
-            samples[i].append(time_updates(model, optimizer, loader, device, dtype, layout, updates=2))
-    timed = [Format(d, cl, sorted(samples[i])[len(samples[i]) // 2]) for i, (d, cl) in enumerate(candidates)]
+            fastest = min((_median(s) for s in samples.values() if s), default=None)
+            limit = None if fastest is None else PRUNE * fastest
+            if limit is not None and samples[i] and _median(samples[i]) > limit:
+                continue  # already far slower than another format: timing it again cannot change the choice
+            samples[i].append(time_updates(model, optimizer, loader, device, dtype, layout, 2, give_up_after=limit))
+    timed = [Format(d, cl, _median(samples[i])) for i, (d, cl) in enumerate(candidates)]
     best = timed[0]
     for other in timed[1:]:
         if other.seconds_per_update < (1.0 - MARGIN) * best.seconds_per_update:
@@ -185,6 +198,10 @@ def fastest_cpu_format(
     }
     _write_cache(path, key, entry)
     return best, False
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def _cache_path(cache_dir: Path | None) -> Path:
