@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,10 +13,13 @@ import torch
 from superconv import fit
 from superconv.data import load_data
 from superconv.errors import ConfigError
+from superconv.finder.probe import ProbeOutcome
 from superconv.models import build_model
+from superconv.train import setup as train_setup
 from superconv.train import speed
 from superconv.train.budget import MIN_UPDATES, TimeBudget, parse_seconds, plan_updates
 from superconv.train.events import Callback
+from superconv.train.options import FitOptions
 from superconv.train.recipes import CPU, adapt, auto_batch_size, auto_epochs, ema_decay_for
 from superconv.train.state import FitState
 
@@ -101,6 +105,38 @@ def test_a_machine_that_slows_down_gets_the_cycle_compressed_not_the_budget_over
     assert budget.elapsed() < 1.5 * budget.seconds  # loose: the benchmark measures how close it comes
 
 
+def test_a_budget_is_planned_with_the_probes_measured_speed() -> None:
+    d = load_data("digits", batch_size=32, seed=0)
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=8)
+    r = fit(model, d.train, d.val, time_budget=6, verbose=False, progress=False)
+    length = r.decisions["length"]
+    assert "speed from the probes'" in length, length
+    batches = int(length.split("speed from the probes' ")[1].split(" batches")[0])
+    assert batches >= train_setup.MIN_PROBE_BATCHES_FOR_SPEED
+    unverified = fit(build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=8), d.train, d.val,
+                     time_budget=6, verify=False, verbose=False, progress=False)  # fmt: skip
+    assert "speed from" not in unverified.decisions["length"]
+
+
+def test_the_probes_speed_is_their_training_time_per_batch() -> None:
+    def probe(updates: int, seconds: float) -> ProbeOutcome:
+        return ProbeOutcome(0.1, 1.0, None, [1.0], [], 1.0, updates, False, seconds + 5.0, train_seconds=seconds)
+
+    check = SimpleNamespace(earlier=(probe(10, 1.0),), candidates=(probe(30, 4.0), probe(20, 3.0)))
+    options = replace(FitOptions(), time_budget=TimeBudget(60.0, time.monotonic()), accumulation_steps=2)
+    setup = SimpleNamespace(seconds_per_update=0.5, speed_source="")
+    train_setup._speed_from_probes(setup, check, options)
+    assert setup.seconds_per_update == pytest.approx(8.0 / (60 * 2))  # validation time is not counted
+    assert setup.speed_source == "the probes' 120 batches"
+    few = SimpleNamespace(seconds_per_update=0.5, speed_source="")
+    train_setup._speed_from_probes(few, SimpleNamespace(earlier=(), candidates=(probe(5, 1.0),)), options)
+    assert few.seconds_per_update == 0.5 and not few.speed_source  # too few updates to say more than the timing
+    no_budget = SimpleNamespace(seconds_per_update=0.5, speed_source="")
+    train_setup._speed_from_probes(no_budget, check, FitOptions())
+    assert no_budget.seconds_per_update == 0.5
+
+
 def test_epochs_and_a_budget_take_the_smaller() -> None:
     d = load_data("digits", batch_size=32, seed=0)
     r = fit(build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=8), d.train, d.val, epochs=2,
@@ -137,36 +173,41 @@ def test_the_fastest_format_is_measured_and_cached(tmp_path, monkeypatch: pytest
     opt = torch.optim.AdamW(model.parameters())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng_before = torch.get_rng_state()
-    fmt, cached = speed.fastest_cpu_format(model, opt, d.train, cache_dir=tmp_path)
-    assert not cached and fmt.seconds_per_update > 0
+    fmt, cached, how = speed.fastest_cpu_format(model, opt, d.train, cache_dir=tmp_path)
+    assert not cached and fmt.seconds_per_update > 0 and how.startswith("fastest of ")
     entry = next(iter(json.loads((tmp_path / "speed.json").read_text()).values()))
-    assert set(entry["seconds_per_update"]) == {"fp32", "fp32 + channels_last", "bf16", "bf16 + channels_last"}
-    again, cached = speed.fastest_cpu_format(model, opt, d.train, cache_dir=tmp_path)
+    timed = set(entry["seconds_per_update"])
+    assert {"fp32", "fp32 + channels_last"} <= timed <= {"fp32", "fp32 + channels_last", "bf16", "bf16 + channels_last"}
+    assert len(timed) == 4 or entry["bf16_forward_ratio"] > speed.PRUNE  # bf16 is timed unless screened out
+    again, cached, how = speed.fastest_cpu_format(model, opt, d.train, cache_dir=tmp_path)
     assert cached and (again.autocast_dtype, again.channels_last) == (fmt.autocast_dtype, fmt.channels_last)
+    assert how == "cached choice, timed again"
     # measured on a copy: the model, its optimizer and the RNG are untouched
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert not opt.state and torch.equal(torch.get_rng_state(), rng_before)
 
 
 class _SlowInBf16(torch.nn.Module):
-    """A classifier that is 20 ms slower per forward under CPU autocast, as bf16 is where it is emulated."""
+    """A classifier that is 20 ms slower per forward under CPU autocast, as bf16 is where it is emulated (with
+    ``training_only``, only where gradients are recorded: a forward pass alone does not show it)."""
 
     forwards = 0  # counted on the class: the timing trains deep copies
 
-    def __init__(self) -> None:
+    def __init__(self, training_only: bool = False) -> None:
         super().__init__()
         self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        self.training_only = training_only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         type(self).forwards += 1
-        if torch.is_autocast_enabled("cpu"):
+        if torch.is_autocast_enabled("cpu") and (torch.is_grad_enabled() or not self.training_only):
             time.sleep(0.02)
         return self.net(x)
 
 
 def test_a_far_slower_format_is_dropped_after_its_warm_up(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = load_data("digits", batch_size=32, seed=0)
-    model = _SlowInBf16()
+    model = _SlowInBf16(training_only=True)
     calls = []
     real = speed.time_updates
 
@@ -176,13 +217,33 @@ def test_a_far_slower_format_is_dropped_after_its_warm_up(tmp_path, monkeypatch:
         return result
 
     monkeypatch.setattr(speed, "time_updates", counted)
-    fmt, _ = speed.fastest_cpu_format(model, torch.optim.SGD(model.parameters(), lr=0.1), d.train, cache_dir=tmp_path)
-    assert fmt.autocast_dtype is None
+    fmt, _, how = speed.fastest_cpu_format(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), d.train, cache_dir=tmp_path
+    )
+    assert fmt.autocast_dtype is None and how == "fastest of 4 timed on this CPU"
     bf16_timings = [limit for dtype, limit in calls if dtype is torch.bfloat16]
     assert len(bf16_timings) == 2 and all(limit is not None for limit in bf16_timings)  # one each, not three
     assert sum(1 for dtype, _ in calls if dtype is None) >= 2 + 2  # the fp32 formats: timed again in later rounds
     entry = next(iter(json.loads((tmp_path / "speed.json").read_text()).values()))
     assert entry["seconds_per_update"]["bf16"] > 0.02 > entry["seconds_per_update"]["fp32"]
+    assert entry["bf16_forward_ratio"] <= speed.PRUNE  # its forward pass alone was not slow: the updates told
+
+
+def test_bf16_is_not_timed_where_its_forward_pass_is_far_slower(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = load_data("digits", batch_size=32, seed=0)
+    model = _SlowInBf16()
+    timed = []
+    real = speed.time_updates
+    monkeypatch.setattr(speed, "time_updates", lambda *a, **k: timed.append(a[4]) or real(*a, **k))
+    fmt, _, how = speed.fastest_cpu_format(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), d.train, cache_dir=tmp_path
+    )
+    assert fmt.autocast_dtype is None and timed and torch.bfloat16 not in timed
+    assert how.startswith("fastest of 2 timed on this CPU; bf16 not timed: a forward pass in bf16 took ")
+    entry = next(iter(json.loads((tmp_path / "speed.json").read_text()).values()))
+    assert set(entry["seconds_per_update"]) == {"fp32", "fp32 + channels_last"}
+    assert entry["bf16_forward_ratio"] > speed.PRUNE
+    assert speed.screen_bf16(model, d.train, ((None, False),)) == (((None, False),), None)  # no bf16 asked for
 
 
 def test_a_slow_warm_up_gives_up_early_with_its_time() -> None:

@@ -73,6 +73,7 @@ class ProbeOutcome:
         diverged: Whether the training loss became NaN/inf (or the scale collapsed) before the end.
         seconds: Wall-clock seconds of the probe, training and validation.
         val_examples: How many predictions the validation accuracy counts (0 when not measured).
+        train_seconds: Wall-clock seconds of the probe's training alone (its updates; no validation).
     """
 
     lr: float
@@ -85,6 +86,7 @@ class ProbeOutcome:
     diverged: bool
     seconds: float
     val_examples: int = 0
+    train_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data."""
@@ -128,10 +130,11 @@ def run_probe(
     scheduler = OneCycleLR(optimizer, max_lr=lr, total_steps=config.steps, **schedule)
     model.train()
     updates, losses, diverged = _train(model, optimizer, scheduler, batches, config, move, autocast)
+    train_seconds = time.perf_counter() - t0
     if diverged:
         accuracy_nan = config.accuracy or (config.accuracy_if_defined and accuracy_defined(model, val_batches, config))
         return ProbeOutcome(lr, math.nan, math.nan if accuracy_nan else None, [], [], math.nan, updates, True,
-                            time.perf_counter() - t0)  # fmt: skip
+                            time.perf_counter() - t0, train_seconds=train_seconds)  # fmt: skip
     tail = losses[-max(1, len(losses) // 10) :]
     batch_losses, batch_accs, sizes = evaluate(model, val_batches, config, autocast)
     val_loss = sum(batch_losses) / len(batch_losses)
@@ -149,6 +152,7 @@ def run_probe(
         diverged=bad,
         seconds=time.perf_counter() - t0,
         val_examples=sum(sizes),
+        train_seconds=train_seconds,
     )
 
 

@@ -30,6 +30,7 @@ from superconv.train.state import FitResult, FitState
 DTYPES = {name: dtype for dtype, name in PRECISION_NAMES.items()}
 #: The range test's share of a time budget at most, and its fewest updates.
 RANGE_TEST_SHARE, MIN_RANGE_TEST_ITERS = 0.15, 20
+MIN_PROBE_BATCHES_FOR_SPEED = 20  # fewer probe batches than this: the format's timing stays the plan's speed
 #: Set to pin the CPU format instead of measuring it: the same numbers on every machine.
 FORMAT_ENV = "SUPERCONV_CPU_FORMAT"
 #: Whether ``fit`` verifies the range test's suggestion when ``verify=None`` (and it can: a validation loader and a
@@ -58,6 +59,7 @@ class Setup:
     optimizer: torch.optim.Optimizer
     scaler: Any
     seconds_per_update: float | None = None  # measured when the format was chosen by timing
+    speed_source: str = ""  # where seconds_per_update came from, when not the format's timing
     eval_model: nn.Module | None = None  # what evaluates: forward_model without the DistributedDataParallel wrapper
     decisions: dict[str, str] = field(default_factory=dict)
 
@@ -147,10 +149,9 @@ def _choose_format(
         for dtype, layout in CPU_CANDIDATES
         if (auto_dtype or dtype is given_dtype) and (auto_layout or layout == bool(options.channels_last))
     )
-    best, cached = fastest_cpu_format(model, setup.optimizer, loader, candidates)
+    best, _cached, how = fastest_cpu_format(model, setup.optimizer, loader, candidates)
     setup.autocast_dtype, setup.channels_last = best.autocast_dtype, best.channels_last
     setup.seconds_per_update = best.seconds_per_update
-    how = "cached choice, timed again" if cached else f"fastest of {len(candidates)} timed on this CPU"
     setup.decisions["format"] = f"{best.name}: {1000 * best.seconds_per_update:.1f} ms per update ({how})"
     if options.verbose:
         print(f"format: {setup.decisions['format']}")
@@ -260,6 +261,7 @@ def _verified_max_lr(
     setup.decisions["max_lr"] = f"{head}; {check.summary()}"
     if options.verbose:
         print(f"LR verification: {check.summary()}")
+    _speed_from_probes(setup, check, options)
     return float(check.lr)
 
 
@@ -274,6 +276,20 @@ def _run_steps_to_verify(setup: Setup, train_loader: Any, options: FitOptions) -
         setup.seconds_per_update = _seconds_per_update(setup, setup.eval_model or setup.forward_model, train_loader)
     fits = int(max(0.0, budget.remaining()) / (setup.seconds_per_update * options.accumulation_steps))
     return max(2, min(fits, total) if options.epochs is not None else fits)
+
+
+def _speed_from_probes(setup: Setup, check: Any, options: FitOptions) -> None:
+    """Under a time budget, plan the run with the probes' speed: they trained the run's own model, format and data
+    for tens to hundreds of updates, where the format's timing had a few (on a noisy 2-core machine those few were
+    18% slower than the run turned out, and a 300 s budget ended 30 s early)."""
+    if not isinstance(options.time_budget, TimeBudget):
+        return
+    probes = [p for p in (*check.earlier, *check.candidates) if p.updates > 0 and p.train_seconds > 0]
+    batches = sum(p.updates for p in probes) * options.accumulation_steps
+    if batches < MIN_PROBE_BATCHES_FOR_SPEED:
+        return
+    setup.seconds_per_update = sum(p.train_seconds for p in probes) / batches
+    setup.speed_source = f"the probes' {batches} batches"
 
 
 def _probe_schedule(schedule: str, shape: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +382,7 @@ def fit_to_budget(
     )
     setup.decisions["length"] = (
         f"time budget {budget.seconds:.0f} s, {budget.elapsed():.1f} s spent before training: " + plan.describe(
-            updates_per_epoch)
+            updates_per_epoch) + (f" (speed from {setup.speed_source})" if setup.speed_source else "")
     )  # fmt: skip
     if options.verbose:
         print(setup.decisions["length"])

@@ -160,14 +160,16 @@ def fastest_cpu_format(
     candidates: tuple[tuple[torch.dtype | None, bool], ...] = CPU_CANDIDATES,
     cache_dir: Path | None = None,
     rounds: int = 3,
-) -> tuple[Format, bool]:
-    """The fastest of ``candidates`` on this CPU for this model, and whether it came from the cache.
+) -> tuple[Format, bool, str]:
+    """The fastest of ``candidates`` on this CPU for this model, whether it came from the cache, and how it was
+    chosen (in words).
 
     The candidates are timed in ``rounds`` interleaved rounds (so a burst of load elsewhere hits all of them) and
     compared by their median. The first candidate (fp32) is the reference: another one is chosen only when it is
     at least :data:`MARGIN` faster, so noise never trades fp32's accuracy for nothing. A candidate more than
     :data:`PRUNE` times slower than the fastest timed so far is dropped at once (it cannot win by the margin), so
-    a slow format costs about two updates instead of a dozen. The cached choice is timed again (one format), so
+    a slow format costs about two updates instead of a dozen; bf16 is not timed at all where one forward pass
+    already shows it that much slower (:func:`screen_bf16`). The cached choice is timed again (one format), so
     the returned speed is always this run's.
     """
     device = torch.device("cpu")
@@ -177,7 +179,8 @@ def fastest_cpu_format(
     if cached is not None:
         dtype = torch.bfloat16 if cached["precision"] == "bf16" else None
         seconds = time_updates(model, optimizer, loader, device, dtype, bool(cached["channels_last"]))
-        return Format(dtype, bool(cached["channels_last"]), seconds), True
+        return Format(dtype, bool(cached["channels_last"]), seconds), True, "cached choice, timed again"
+    candidates, bf16_ratio = screen_bf16(model, loader, candidates)  # the cache key keeps the candidates asked for
     samples: dict[int, list[float]] = {i: [] for i in range(len(candidates))}
     for _ in range(rounds):
         for i, (dtype, layout) in enumerate(candidates):
@@ -191,13 +194,51 @@ def fastest_cpu_format(
     for other in timed[1:]:
         if other.seconds_per_update < (1.0 - MARGIN) * best.seconds_per_update:
             best = other
-    entry = {
+    entry: dict[str, Any] = {
         "precision": "bf16" if best.autocast_dtype is torch.bfloat16 else "fp32",
         "channels_last": best.channels_last,
         "seconds_per_update": {f.name: f.seconds_per_update for f in timed},
     }
+    how = f"fastest of {len(timed)} timed on this CPU"
+    if bf16_ratio is not None:
+        entry["bf16_forward_ratio"] = bf16_ratio  # bf16's forward time over fp32's; above PRUNE: bf16 not timed
+        if bf16_ratio > PRUNE:
+            how += f"; bf16 not timed: a forward pass in bf16 took {bf16_ratio:.1f} times fp32's"
     _write_cache(path, key, entry)
-    return best, False
+    return best, False, how
+
+
+@torch.no_grad()
+def screen_bf16(
+    model: nn.Module, loader: Iterable[Any], candidates: tuple[tuple[torch.dtype | None, bool], ...]
+) -> tuple[tuple[tuple[torch.dtype | None, bool], ...], float | None]:
+    """``candidates`` without the bf16 ones when a forward pass in bf16 is more than :data:`PRUNE` times slower
+    than in fp32 (a CPU that emulates bf16: ten times slower), and that ratio (``None`` when nothing was screened).
+
+    One forward pass of a batch in each, timed the second time (the first creates the kernels), costs far less
+    than the warm-up updates each bf16 format would otherwise take before being dropped.
+    """
+    if not any(dtype is torch.bfloat16 for dtype, _ in candidates) or not any(d is None for d, _ in candidates):
+        return candidates, None
+    device = torch.device("cpu")
+    saved_rng = rng.capture()
+    probe = copy.deepcopy(model).eval()
+    seconds: dict[torch.dtype | None, float] = {}
+    try:
+        with _same_epoch(loader):
+            inputs = next(iter(loader))[0].to(device)
+        for dtype in (None, torch.bfloat16):
+            for _ in range(2):
+                t0 = time.perf_counter()
+                with autocast(device, dtype):
+                    probe(inputs)
+                seconds[dtype] = time.perf_counter() - t0
+    finally:
+        rng.restore(saved_rng)
+    ratio = seconds[torch.bfloat16] / max(seconds[None], 1e-9)
+    if ratio > PRUNE:
+        return tuple(c for c in candidates if c[0] is not torch.bfloat16), ratio
+    return candidates, ratio
 
 
 def _median(values: list[float]) -> float:
