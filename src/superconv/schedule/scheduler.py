@@ -4,6 +4,18 @@ A drop-in for ``torch.optim.lr_scheduler.OneCycleLR`` (same arguments, same valu
 plus what torch's lacks: Smith's three-phase shape with an annihilation tail of any length, named
 presets, holding the final LR past the end instead of raising, counting real optimizer updates
 (gradient accumulation, steps GradScaler skips), and a plain-data ``state_dict``.
+
+Example:
+    >>> import torch
+    >>> model, loss_fn = torch.nn.Linear(4, 2), torch.nn.CrossEntropyLoss()
+    >>> train_loader = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(5)]
+    >>> opt = torch.optim.AdamW(model.parameters())
+    >>> sched = OneCycleLR(opt, max_lr=1e-2, epochs=10, steps_per_epoch=len(train_loader))
+    >>> for epoch in range(10):
+    ...     for x, y in train_loader:
+    ...         loss_fn(model(x), y).backward(); opt.step(); opt.zero_grad(); sched.step()
+    >>> sched.last_epoch, f"{sched.get_last_lr()[0]:.1e}"  # max_lr / 25 / 1e4 after the 50 updates
+    (50, '4.0e-08')
 """
 
 from __future__ import annotations
@@ -107,20 +119,8 @@ class OneCycleLR(LRScheduler):
             :meth:`step` — micro-batches of gradient accumulation and steps that ``GradScaler``
             skipped leave the schedule where it is, so ``step()`` may be called after every batch.
 
-    Example:
-        >>> import torch
-        >>> model, loss_fn = torch.nn.Linear(4, 2), torch.nn.CrossEntropyLoss()
-        >>> train_loader = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(5)]
-        >>> opt = torch.optim.AdamW(model.parameters())
-        >>> sched = OneCycleLR(opt, max_lr=1e-2, epochs=10, steps_per_epoch=len(train_loader))
-        >>> for epoch in range(10):
-        ...     for x, y in train_loader:
-        ...         loss_fn(model(x), y).backward(); opt.step(); opt.zero_grad(); sched.step()
-        >>> sched.last_epoch, f"{sched.get_last_lr()[0]:.1e}"  # max_lr / 25 / 1e4 after the 50 updates
-        (50, '4.0e-08')
-
-    Smith's own parametrization (``base_lr``, ``max_lr``, ``fraction_up``, ``fraction_down``,
-    ``final_lr``) is one call: :meth:`from_bounds`.
+    A training loop: this module's docstring. Smith's own parametrization (``base_lr``, ``max_lr``,
+    ``fraction_up``, ``fraction_down``, ``final_lr``) is one call: :meth:`from_bounds`.
     """
 
     def __init__(

@@ -119,7 +119,7 @@ def time_updates(
                     return elapsed
     finally:
         rng.restore(saved_rng)
-    return sorted(times)[len(times) // 2]
+    return _median(times)
 
 
 @torch.no_grad()
