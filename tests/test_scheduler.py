@@ -387,11 +387,35 @@ def test_a_sped_up_schedule_resumes_bit_identically() -> None:
     a.speed_up(40)
     _lrs(a, 5)
     a.speed_up(20)
+    _lrs(a, 3)
+    a.slow_down(30)
     state = torch.load(_roundtrip(a.state_dict()), weights_only=True)
     b = OneCycleLR(_sgd(), max_lr=1.0, total_steps=100)
     b.optimizer.load_state_dict(a.optimizer.state_dict())
     b.load_state_dict(state)
     assert _lrs(a, 25) == _lrs(b, 25)
+
+
+def test_slow_down_gives_back_what_a_speed_up_took_never_more() -> None:
+    planned = _lrs(OneCycleLR(_sgd(), max_lr=1.0, total_steps=100, preset="smith"), 100)
+    s = OneCycleLR(_sgd(), max_lr=1.0, total_steps=100, preset="smith")
+    assert s.slow_down(500) == 100  # never sped up: nothing to give back
+    _lrs(s, 20)
+    assert s.speed_up(30) == 50
+    _lrs(s, 10)  # at update 30, position 20 + 10 * 79/29
+    lr_now = s.optimizer.param_groups[0]["lr"]
+    assert s.slow_down(35) == 65  # slower again
+    assert s.optimizer.param_groups[0]["lr"] == pytest.approx(lr_now)  # the curve goes on from where it is
+    assert s.slow_down(10) == 65  # a slow-down never brings the end closer
+    assert s.slow_down(10_000) == 30 + math.floor(99 - (20 + 10 * 79 / 29)) + 1  # at most the planned pace (rate 1)
+    after = _lrs(s, s.changes.end() - 30)
+    assert after[-1] == pytest.approx(planned[-1])  # the last update still trains at the final LR
+    assert all(a >= b - 1e-12 for a, b in zip(after, after[1:]))  # past the peak: the anneal keeps going down
+    s2 = OneCycleLR(_sgd(), max_lr=1.0, total_steps=100)
+    _lrs(s2, 20)
+    s2.speed_up(30)
+    s2.finish_early(5)
+    assert s2.slow_down(50) == 25  # after an early finish (early stopping), nothing is given back
 
 
 def test_early_finish_after_a_speed_up_starts_from_the_sped_up_lr() -> None:

@@ -166,13 +166,18 @@ class CycleChanges:
     """How a running cycle was brought to an earlier end, as plain data (saved with the scheduler).
 
     ``finishes`` (``[at, steps, ...]``): :class:`EarlyFinish` compressions, the rest of the cycle annealed now (early
-    stopping). ``speedups`` (``[at, position, rate, ...]``): the rest of the cycle played faster in its own shape
-    (a time budget on a machine turned slower). Each change can only bring the end closer.
+    stopping). ``speedups`` (``[at, position, rate, ...]``): the rest of the cycle played at another pace in its own
+    shape: faster (a time budget on a machine turned slower), or slower again, never slower than planned (the machine
+    turned fast again). Early finishes and speed-ups only bring the end closer; a slow-down only gives back updates
+    that speed-ups took.
 
     Example:
         >>> c = CycleChanges(100)
         >>> c.speed_up(9, 46), c.position(19), c.position(54), c.finish_early(30, 10), c.end()
         (55, 29.0, 99.0, 40, 40)
+        >>> d = CycleChanges(100)
+        >>> d.speed_up(10, 40), d.slow_down(20, 70), d.slow_down(20, 1000)  # the last: capped at the planned pace
+        (50, 87, 87)
     """
 
     total_steps: int
@@ -207,6 +212,17 @@ class CycleChanges:
             else:
                 position = self.position(at)
                 self.speedups += [at, position, (last - position) / (steps - 1)]
+        return self.end()
+
+    def slow_down(self, at: int, steps: int) -> int:
+        """Play the rest of the sped-up cycle in ``steps`` updates from ``at``, capped at the planned pace (rate 1);
+        nothing changes after an early finish, without a speed-up, or when ``steps`` would not end the cycle later."""
+        if self.finishes or not self.speedups:
+            return self.end()
+        last, position = self.total_steps - 1, self.position(at)
+        steps = min(steps, math.floor(last - position) + 1)  # rate >= 1: never slower than the planned cycle
+        if steps >= 2 and at + steps > self.end():
+            self.speedups += [at, position, (last - position) / (steps - 1)]
         return self.end()
 
     def finish(self, schedule: OneCycleSchedule, step: int) -> EarlyFinish | None:

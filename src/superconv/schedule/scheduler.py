@@ -330,6 +330,11 @@ class OneCycleLR(LRScheduler):
         """
         return self._change(CycleChanges.speed_up, steps)
 
+    def slow_down(self, steps: int) -> int:
+        """Give back updates that :meth:`speed_up` took (the rest of the cycle in ``steps`` updates, never slower
+        than planned; no effect after :meth:`finish_early`); returns the new end. For a machine turned fast again."""
+        return self._change(CycleChanges.slow_down, steps)
+
     @property
     def changes(self) -> CycleChanges:
         """The early finishes and speed-ups so far (their lists are the saved state ``early_finish``/``speedups``)."""
