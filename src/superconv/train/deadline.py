@@ -116,19 +116,16 @@ class Deadline(Callback):
         """Play the rest of the cycle in ``fits`` updates, and say so."""
         self.compressions += 1
         planned, left = state.total_steps, state.total_steps - state.step
+        late = left * seconds_per_update + self.overhead(state) - self.budget.remaining()
         state.total_steps = state.scheduler.speed_up(fits)
         state.epochs = min(state.epochs, math.ceil(state.total_steps / self.updates_per_epoch(state)))
-        late = left * seconds_per_update + self.overhead(state) - self.budget.remaining()
         message = (
             f"time budget: {1000 * seconds_per_update:.0f} ms per update lately, so the {left} updates left would "
             f"end {late:.0f} s after the {self.budget.seconds:.0f} s budget; the rest of the cycle was sped up into "
             f"updates {state.step + 1}-{state.total_steps} (planned to end at update {planned})"
             + (f"; speed-up {self.compressions}" if self.compressions > 1 else "")
         )
-        if self.verbose and distributed.is_main():
-            print(f"superconv: {message}")
-        if state.result is not None:
-            state.result.decisions["deadline"] = message
+        self.say(state, message)
 
     def slow_down(self, state: FitState, fits: int, seconds_per_update: float) -> None:
         """Play the rest of a sped-up cycle in up to ``fits`` updates (never slower than planned), and say so."""
@@ -144,6 +141,10 @@ class Deadline(Callback):
             f"{self.budget.seconds:.0f} s budget; the rest of the cycle was slowed down again into updates "
             f"{state.step + 1}-{state.total_steps} (planned to end at update {planned})"
         )
+        self.say(state, message)
+
+    def say(self, state: FitState, message: str) -> None:
+        """Print the latest change (main process) and keep it in the run's decisions."""
         if self.verbose and distributed.is_main():
             print(f"superconv: {message}")
         if state.result is not None:
