@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from _suggestion_runs import one_cycle, range_test, torch_lr_finder_steepest
+from _suggestion_runs import one_cycle, range_test, start, torch_lr_finder_steepest
 from _suggestion_workloads import WORKLOADS
 from superconv.finder import suggest
 from superconv.finder.candidates import lagged_steepest
@@ -127,14 +126,8 @@ def dev_job(name: str, seed: int) -> dict[str, Any]:
     Above two LRs in a row whose full runs diverged (or ended below 30% validation accuracy) after a lower LR's run
     had reached 30%, the grid is not trained further: every higher LR is recorded as diverged.
     """
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    w = WORKLOADS[name]
-    data = w.data()
+    w, data, init, t0 = start(name, seed)
     train = data[0]
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    init = {k: v.clone() for k, v in w.model().state_dict().items()}
     result, _, _ = range_test(w, init, train, seed)
     steps = w.run_steps(train)
     full: dict[str, Any] = {}
@@ -159,13 +152,7 @@ def dev_job(name: str, seed: int) -> dict[str, Any]:
 def top_up(name: str, seed: int, fraction: float) -> dict[str, Any]:
     """Probes of ``fraction`` of the run at every fine-grid LR of a development job (those its grid trained), from
     the job's initial weights and batch order: ``{"workload", "seed", "fraction", "probes", "seconds"}``."""
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    w = WORKLOADS[name]
-    data = w.data()
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    init = {k: v.clone() for k, v in w.model().state_dict().items()}
+    w, data, init, t0 = start(name, seed)
     steps = max(10, round(fraction * w.run_steps(data[0])))
     probes = {f"{lr:.4g}": one_cycle(w, init, data, seed, lr, steps) for lr in fine_grid(w.grid[0])}
     return {"workload": name, "seed": seed, "fraction": fraction, "probes": probes, "seconds": time.perf_counter() - t0}

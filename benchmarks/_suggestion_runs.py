@@ -8,17 +8,30 @@ import contextlib
 import io
 import math
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from _suggestion_workloads import Split, Workload
+from _suggestion_workloads import WORKLOADS, Split, Workload
 from superconv.finder.lr_finder import LRFinder
 from superconv.schedule.scheduler import OneCycleLR
 
 START_LR, END_LR, NUM_ITER = 1e-7, 10.0, 100
+
+
+def start(name: str, seed: int) -> tuple[Workload, tuple[Split, ...], dict[str, torch.Tensor], float]:
+    """A job's beginning in a worker process: one torch thread, the workload, its data, the seed's initial weights
+    and the start time."""
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    w = WORKLOADS[name]
+    data = w.data()
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    return w, data, {k: v.clone() for k, v in w.model().state_dict().items()}, t0
 
 
 def accuracy(model: nn.Module, split: Split) -> float:

@@ -36,12 +36,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import _suggestion_design as design
 from _machine import machine_info
 from _suggestion_report import BEST_PROBE, markdown
-from _suggestion_runs import fastai_valley, one_cycle, range_test, torch_lr_finder_steepest
+from _suggestion_runs import fastai_valley, one_cycle, range_test, start, torch_lr_finder_steepest
 from _suggestion_workloads import WORKLOADS
 from superconv.files import write_json, write_text
 from superconv.finder.verify import curve_confidence, verify
@@ -65,14 +63,8 @@ def key(lr: float) -> str:
 
 def held_out_job(name: str, seed: int) -> dict[str, Any]:
     """Every method's LR for one held-out workload and seed, each (and the grid) trained in full."""
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    w = WORKLOADS[name]
-    data = w.data()
+    w, data, init, t_start = start(name, seed)
     train, val, _ = data
-    t_start = time.perf_counter()
-    torch.manual_seed(seed)
-    init = {k: v.clone() for k, v in w.model().state_dict().items()}
     result, model, opt = range_test(w, init, train, seed)
     steps = w.run_steps(train)
     val_loader = [(val[0][i : i + 125], val[1][i : i + 125]) for i in range(0, len(val[1]), 125)]

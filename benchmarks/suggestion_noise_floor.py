@@ -23,15 +23,13 @@ import json
 import multiprocessing as mp
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from _machine import machine_info
-from _suggestion_runs import one_cycle
+from _suggestion_runs import one_cycle, start
 from _suggestion_workloads import WORKLOADS
 from superconv.files import write_json, write_text
 
@@ -46,13 +44,7 @@ TARGET_MEAN, TARGET_MAX = 0.3, 0.5
 
 def job(name: str, seed: int) -> dict[str, Any]:
     """The 7-point grid and the oracles' runs for one workload and seed."""
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    w = WORKLOADS[name]
-    data = w.data()
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    init = {k: v.clone() for k, v in w.model().state_dict().items()}
+    w, data, init, t0 = start(name, seed)
     grid = {f"{lr:.6g}": {"lr": lr, **one_cycle(w, init, data, seed, lr)} for lr in w.grid}
     best = max(grid.values(), key=lambda r: r["test"])
     oracles = {k: {"lr": best["lr"] * f, **one_cycle(w, init, data, seed, best["lr"] * f)} for k, f in ORACLES.items()}
