@@ -12,7 +12,8 @@ oracle's gap (grid best test minus its test, mean / max over seeds) is scored ag
 designed or scored on these runs.
 
 Run: ``PYTHONPATH=src:benchmarks .venv/bin/python benchmarks/suggestion_noise_floor.py`` (``--workers 2``; a run
-that was stopped continues with the jobs the JSON does not hold yet). Writes
+that was stopped continues with the jobs the JSON does not hold yet, on the same CPU; ``--fresh`` starts over).
+Writes
 ``benchmarks/results/suggestion_noise_floor.json`` after every job, and ``.md``.
 """
 
@@ -163,6 +164,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), help="default: every workload")
     parser.add_argument("--report", action="store_true", help="only re-render the markdown from the JSON")
+    parser.add_argument("--fresh", action="store_true", help="measure every job again (default: continue the JSON)")
     args = parser.parse_args()
     unknown = sorted(set(args.workloads) - set(WORKLOADS))
     if unknown:
@@ -170,6 +172,12 @@ def main() -> None:
     path = OUT.with_suffix(".json")
     report: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if not args.report:
+        here, there = machine_info()["cpu"], report.get("machine", {}).get("cpu")
+        if report.get("jobs") and there != here and not args.fresh:
+            raise SystemExit(f"{path} holds jobs measured on {there}, this is {here}: pass --fresh to measure "
+                             "every job here (runs on two CPUs do not compare bit for bit)")  # fmt: skip
+        if args.fresh:
+            report = {}
         t0 = time.perf_counter()
         report = {"machine": machine_info() | {"torch_threads": 1}, "workers": args.workers,
                   "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()), "seconds": report.get("seconds", 0.0),
