@@ -159,6 +159,17 @@ def _star(args: tuple[str, int]) -> dict[str, Any]:
     return job(*args)
 
 
+def _measure(report: dict[str, Any], todo: list[tuple[str, int]], workers: int, path: Path) -> None:
+    """Run the ``todo`` jobs on ``workers`` processes, adding each to ``report`` and saving it as it comes."""
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for result in pool.imap_unordered(_star, todo):
+            report["jobs"].append(result)
+            g = gaps(result)
+            print(f"{result['workload']} seed {result['seed']}: " + ", ".join(f"{k} {v:.2f}" for k, v in g.items())
+                  + f"  [{result['seconds']:.0f}s]", flush=True)  # fmt: skip
+            write_json(path, report)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -179,20 +190,16 @@ def main() -> None:
         if args.fresh:
             report = {}
         t0 = time.perf_counter()
-        report = {"machine": machine_info() | {"torch_threads": 1}, "workers": args.workers,
-                  "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()), "seconds": report.get("seconds", 0.0),
-                  "jobs": [j for j in report.get("jobs", []) if j["workload"] in WORKLOADS]}  # fmt: skip
-        done = {(j["workload"], j["seed"]) for j in report["jobs"]}
+        jobs = [j for j in report.get("jobs", []) if j["workload"] in WORKLOADS]
+        done = {(j["workload"], j["seed"]) for j in jobs}
         todo = [(n, s) for n in args.workloads for s in SEEDS if (n, s) not in done]
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            for result in pool.imap_unordered(_star, todo):
-                report["jobs"].append(result)
-                g = gaps(result)
-                print(f"{result['workload']} seed {result['seed']}: " + ", ".join(f"{k} {v:.2f}" for k, v in g.items())
-                      + f"  [{result['seconds']:.0f}s]", flush=True)  # fmt: skip
-                write_json(path, report)
-        report["seconds"] += time.perf_counter() - t0
-        write_json(path, report)
+        if todo:  # else the report stays as measured (its machine, workers and load)
+            report = {"machine": machine_info() | {"torch_threads": 1}, "workers": args.workers,
+                      "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+                      "seconds": report.get("seconds", 0.0), "jobs": jobs}  # fmt: skip
+            _measure(report, todo, args.workers, path)
+            report["seconds"] += time.perf_counter() - t0
+            write_json(path, report)
     md = markdown(report)
     write_text(OUT.with_suffix(".md"), md)
     print(md)
