@@ -121,7 +121,8 @@ def _table(names: list[str], per: dict[str, dict[str, list[float]]], jobs: list[
     lines = [head + " | ".join(columns) + " |", "|---" * (len(columns) + 5) + "|"]
     for n in names:
         w = WORKLOADS[n]
-        sizes = f"{w.data()[0][1].numel()} / {w.data()[2][1].numel()}"
+        train, _, test = w.data()
+        sizes = f"{train[1].numel()} / {test[1].numel()}"
         best = np.mean([max(r["test"] for r in j["grid"].values()) for j in jobs if j["workload"] == n])
         cells = [_cell(per[n][c]) for c in columns]
         lines.append(f"| {n} | {w.family} | {w.optimizer} | {sizes} | {best:.2f}% | " + " | ".join(cells) + " |")

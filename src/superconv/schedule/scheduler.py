@@ -228,14 +228,8 @@ class OneCycleLR(LRScheduler):
             >>> round(lrs[0], 6), round(max(lrs), 2), round(lrs[-1], 6)  # base, peak, the tail's end (base / 100)
             (0.01, 0.1, 0.0001)
         """
-        shape = bounds_kwargs(
-            base_lr=base_lr,
-            max_lr=max_lr,
-            fraction_up=fraction_up,
-            fraction_down=fraction_down,
-            final_lr=final_lr,
-            anneal_strategy=anneal_strategy,
-        )
+        shape = bounds_kwargs(base_lr=base_lr, max_lr=max_lr, fraction_up=fraction_up, fraction_down=fraction_down,
+                              final_lr=final_lr, anneal_strategy=anneal_strategy)  # fmt: skip
         return cls(optimizer, max_lr=max_lr, total_steps=total_steps, **shape, **kwargs)
 
     def _build_schedules(self) -> list[OneCycleSchedule]:
